@@ -1,0 +1,156 @@
+"""``l2i <command>``: parse the command line, load the config, call one library function.
+
+Every command is a config dataclass (see :mod:`l2i.config`). Positional arguments fill the
+fields named in the table below; a recipe YAML may be given as the first positional argument
+of the training commands (or ``--config FILE`` for the others); ``--key value`` overrides any
+key, nested keys dotted (``--trainer.lr 1e-3``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Any, get_type_hints
+
+from l2i import __version__
+from l2i import config as C
+from l2i.errors import L2IError
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    recipe: type
+    target: str  # "module:function", called with the loaded config
+    help: str
+    positionals: tuple[str, ...] = ()  # config fields filled by positional arguments
+    takes_recipe: bool = False  # first positional is a YAML recipe
+    varargs: bool = False  # the last positional field takes every remaining positional
+
+
+COMMANDS: dict[str, Command] = {c.name: c for c in (
+    Command("synth", C.SynthRecipe, "l2i.synthetic:synthesize_dataset",
+            "make a procedural sound-event dataset (ESC-50 layout, ground-truth masks)",
+            positionals=("output_folder",)),
+    Command("train-classifier", C.ClassifierRecipe, "l2i.training.classifier:train_classifier",
+            "train the classifier to interpret (conv2d or cnn14)", takes_recipe=True),
+    Command("evaluate-classifier", C.EvaluateClassifierRecipe,
+            "l2i.training.classifier:evaluate_classifier",
+            "accuracy and confusion matrix of a classifier checkpoint", positionals=("ckpt",)),
+    Command("train-nmf", C.NMFRecipe, "l2i.training.nmf:train_nmf",
+            "learn the NMF dictionary W (freq x K)", takes_recipe=True),
+    Command("train", C.L2IRecipe, "l2i.training.interpreter:train_interpreter",
+            "train the L2I interpreter (psi + theta) on a frozen classifier", takes_recipe=True),
+    Command("interpret", C.InterpretRecipe, "l2i.explain:interpret_files",
+            "explain audio files: explanation wav, figure and json per file",
+            positionals=("ckpt", "files"), varargs=True),
+    Command("evaluate", C.EvaluateRecipe, "l2i.evaluation:evaluate",
+            "faithfulness metrics (AI AD AG FF Fid-In SPS COMP, fidelity) on a test set",
+            positionals=("ckpt",)),
+    Command("report", C.ReportRecipe, "l2i.report:write_report",
+            "a self-contained HTML report you can listen through", positionals=("run_folder",)),
+    Command("demo", C.DemoRecipe, "l2i.pipeline:demo",
+            "the whole path on synthetic data in minutes"),
+)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        print(f"l2i {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        import difflib
+        close = difflib.get_close_matches(name, list(COMMANDS), n=2)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        print(f"l2i: error: unknown command {name!r}{hint}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    cmd = COMMANDS[name]
+    if "-h" in rest or "--help" in rest:
+        print(command_help(cmd))
+        return 0
+    try:
+        cfg = parse_command(cmd, rest)
+        module, func = cmd.target.split(":")
+        result = getattr(importlib.import_module(module), func)(cfg)
+    except L2IError as err:
+        print(f"l2i {name}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"l2i {name}: interrupted", file=sys.stderr)
+        return 130
+    if result is not None:
+        print(result)
+    return 0
+
+
+def parse_command(cmd: Command, argv: list[str]) -> Any:
+    """Turn ``argv`` (after the command name) into the command's config dataclass."""
+    positionals: list[str] = []
+    i = 0
+    while i < len(argv) and not argv[i].startswith("--"):
+        positionals.append(argv[i])
+        i += 1
+    options = argv[i:]
+    recipe_path = None
+    if "--config" in options:
+        j = options.index("--config")
+        if j + 1 >= len(options):
+            raise C.ConfigError("--config needs the path of a YAML file")
+        recipe_path = options[j + 1]
+        options = options[:j] + options[j + 2:]
+    if cmd.takes_recipe:
+        if not positionals:
+            raise C.ConfigError(f"'l2i {cmd.name}' needs a recipe: l2i {cmd.name} "
+                                "recipes/esc50/<recipe>.yaml [--key value ...]")
+        recipe_path, positionals = positionals[0], positionals[1:]
+    overrides = C.parse_overrides(options)
+    fields = list(cmd.positionals)
+    if len(positionals) > len(fields) and not cmd.varargs:
+        raise C.ConfigError(f"too many arguments for 'l2i {cmd.name}': {positionals!r}")
+    for k, field_name in enumerate(fields):
+        if k >= len(positionals):
+            break
+        is_last = k == len(fields) - 1
+        overrides[field_name] = (positionals[k:] if (cmd.varargs and is_last)
+                                 else positionals[k])
+    return C.load_config(cmd.recipe, recipe_path, overrides)
+
+
+def command_help(cmd: Command) -> str:
+    args = " ".join(f.upper() + ("..." if cmd.varargs and f == cmd.positionals[-1] else "")
+                    for f in cmd.positionals)
+    head = f"usage: l2i {cmd.name} {'RECIPE.yaml ' if cmd.takes_recipe else ''}{args} " \
+           "[--key value ...]\n\n" + cmd.help + "\n\nkeys (default):"
+    return head + "\n" + "\n".join(_describe(cmd.recipe(), ""))
+
+
+def _describe(obj: Any, prefix: str) -> list[str]:
+    lines = []
+    hints = get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            lines += _describe(value, prefix + f.name + ".")
+        else:
+            tp = str(hints[f.name]).replace("typing.", "").replace("<class '", "").replace("'>", "")
+            lines.append(f"  --{prefix}{f.name} ({tp}) = {value!r}")
+    return lines
+
+
+def _usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    rows = "\n".join(f"  {n.ljust(width)}  {c.help}" for n, c in COMMANDS.items())
+    return (f"l2i {__version__}: Listen to Interpret, listenable explanations of audio "
+            f"classifiers\n\nusage: l2i <command> [args] [--key value ...]\n\ncommands:\n{rows}"
+            "\n\n'l2i <command> --help' lists every key of a command with its default.")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Spectral features: STFT / inverse STFT, magnitude, phase, log1p, mel filterbank.
+
+Conventions: audio is ``(batch, samples)``; spectrograms are ``(batch, time, freq)`` as in the
+reference recipe. Window and hop come from :class:`l2i.config.FeaturesConfig` (milliseconds turned
+into samples), the window is zero-padded and centred inside ``n_fft`` and frames are centred
+(``center=True``, zero padding), so ``T = 1 + samples // hop``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from l2i.config import FeaturesConfig
+
+
+def window(cfg: FeaturesConfig, device: torch.device | None = None) -> Tensor:
+    """The analysis window, periodic, ``(win_length,)``."""
+    if cfg.window == "hamming":
+        return torch.hamming_window(cfg.win_length, periodic=True, device=device)
+    if cfg.window == "hann":
+        return torch.hann_window(cfg.win_length, periodic=True, device=device)
+    raise ValueError(f"features.window must be 'hamming' or 'hann', got {cfg.window!r}")
+
+
+def n_frames(n_samples: int, cfg: FeaturesConfig) -> int:
+    """Number of STFT frames for a clip of ``n_samples`` samples."""
+    return 1 + n_samples // cfg.hop_length
+
+
+def stft(wav: Tensor, cfg: FeaturesConfig) -> Tensor:
+    """Complex STFT. ``wav (B, N)`` -> ``(B, T, F)`` complex, F = n_fft // 2 + 1."""
+    squeeze = wav.dim() == 1
+    if squeeze:
+        wav = wav[None]
+    spec = torch.stft(
+        wav.float(), n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
+        window=window(cfg, wav.device), center=True, pad_mode="constant", normalized=False,
+        onesided=True, return_complex=True,
+    )  # (B, F, T)
+    spec = spec.transpose(1, 2)  # (B, T, F)
+    return spec[0] if squeeze else spec
+
+
+def istft(spec: Tensor, cfg: FeaturesConfig, length: int | None = None) -> Tensor:
+    """Inverse of :func:`stft`. ``(B, T, F)`` complex -> ``(B, N)``; ``length`` trims/pads N."""
+    squeeze = spec.dim() == 2
+    if squeeze:
+        spec = spec[None]
+    wav = torch.istft(
+        spec.transpose(1, 2),  # (B, F, T)
+        n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
+        window=window(cfg, spec.device), center=True, normalized=False, onesided=True,
+        length=length,
+    )  # (B, N)
+    return wav[0] if squeeze else wav
+
+
+def magnitude(spec: Tensor) -> Tensor:
+    """``|X|`` of a complex spectrogram, same shape, real."""
+    return spec.abs()
+
+
+def phase(spec: Tensor) -> Tensor:
+    """Phase in radians of a complex spectrogram, same shape."""
+    return torch.angle(spec)
+
+
+def log1p_magnitude(spec: Tensor) -> Tensor:
+    """``log(1 + |X|)``, the NMF target and interpreter domain, ``(B, T, F)``."""
+    return torch.log1p(spec.abs())
+
+
+def with_phase(mag: Tensor, phase_: Tensor) -> Tensor:
+    """Complex spectrogram from a magnitude and a phase (radians), same shape."""
+    return torch.polar(mag.float(), phase_.float())
+
+
+def hz_to_mel(hz: Tensor | float) -> Tensor:
+    """HTK mel scale: ``2595 * log10(1 + f / 700)``."""
+    return 2595.0 * torch.log10(1.0 + torch.as_tensor(hz, dtype=torch.float64) / 700.0)
+
+
+def mel_to_hz(mel: Tensor | float) -> Tensor:
+    """Inverse of :func:`hz_to_mel`."""
+    return 700.0 * (10.0 ** (torch.as_tensor(mel, dtype=torch.float64) / 2595.0) - 1.0)
+
+
+def mel_filterbank(cfg: FeaturesConfig) -> Tensor:
+    """Triangular HTK-mel filterbank, ``(F, n_mels)``, applied as ``mag @ fb``.
+
+    ``n_mels + 2`` points equally spaced in mel between ``f_min`` and ``f_max``; filter ``m``
+    rises from point ``m`` to ``m + 1`` and falls to ``m + 2`` (peak 1, no area normalisation).
+    """
+    f_max = cfg.f_max if cfg.f_max is not None else cfg.sample_rate / 2
+    if not 0 <= cfg.f_min < f_max <= cfg.sample_rate / 2:
+        raise ValueError(f"mel range must satisfy 0 <= f_min < f_max <= sample_rate/2, "
+                         f"got {cfg.f_min}..{f_max} at {cfg.sample_rate} Hz")
+    freqs = torch.linspace(0.0, cfg.sample_rate / 2, cfg.n_freq, dtype=torch.float64)  # (F,)
+    pts = mel_to_hz(torch.linspace(float(hz_to_mel(cfg.f_min)), float(hz_to_mel(f_max)),
+                                   cfg.n_mels + 2, dtype=torch.float64))  # (n_mels + 2,)
+    lo, mid, hi = pts[:-2, None], pts[1:-1, None], pts[2:, None]  # (n_mels, 1) each
+    rise = (freqs[None] - lo) / (mid - lo)  # (n_mels, F)
+    fall = (hi - freqs[None]) / (hi - mid)
+    fb = torch.clamp(torch.minimum(rise, fall), min=0.0)  # (n_mels, F)
+    return fb.T.contiguous().float()  # (F, n_mels)
+
+
+class Frontend(nn.Module):
+    """Classifier input from a linear magnitude spectrogram.
+
+    ``kind='log1p_mel'``: ``log1p(|X| @ mel_fb)`` -> ``(B, T, n_mels)``;
+    ``kind='log1p_mag'``: ``log1p(|X|)`` -> ``(B, T, F)``. Input ``mag (B, T, F)``.
+    Taking the magnitude (not the waveform) lets a mask on ``|X|`` feed the classifier directly.
+    """
+
+    def __init__(self, cfg: FeaturesConfig, kind: str = "log1p_mel") -> None:
+        super().__init__()
+        if kind not in ("log1p_mel", "log1p_mag"):
+            raise ValueError(f"classifier input must be log1p_mel or log1p_mag, got {kind!r}")
+        self.kind = kind
+        fb = mel_filterbank(cfg) if kind == "log1p_mel" else torch.empty(0)
+        self.register_buffer("fb", fb, persistent=False)
+
+    @property
+    def n_out(self) -> int:
+        return self.fb.shape[1] if self.kind == "log1p_mel" else -1
+
+    def forward(self, mag: Tensor) -> Tensor:
+        if self.kind == "log1p_mel":
+            return torch.log1p(mag @ self.fb.to(mag.dtype))  # (B, T, n_mels)
+        return torch.log1p(mag)  # (B, T, F)
+
+
+def features_match(a: FeaturesConfig | dict, b: FeaturesConfig | dict) -> list[str]:
+    """Names of the STFT settings on which two features configs disagree (empty = compatible)."""
+    da = a if isinstance(a, dict) else a.__dict__
+    db = b if isinstance(b, dict) else b.__dict__
+    keys = ("sample_rate", "n_fft", "win_ms", "hop_ms", "window")
+    out = []
+    for k in keys:
+        va, vb = da.get(k), db.get(k)
+        if isinstance(va, float) or isinstance(vb, float):
+            if va is None or vb is None or not math.isclose(float(va), float(vb), rel_tol=1e-6):
+                out.append(f"{k}: {va} vs {vb}")
+        elif va != vb:
+            out.append(f"{k}: {va} vs {vb}")
+    return out
