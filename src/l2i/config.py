@@ -210,6 +210,7 @@ class EvaluateClassifierRecipe:
     data_folder: str = ""
     output_folder: str | None = None  # default: next to the checkpoint
     data: DataConfig = field(default_factory=DataConfig)
+    test_folds: list[int] | None = None  # shortcut for data.test_folds
     batch_size: int = 32
     device: str = "auto"
 
@@ -264,6 +265,7 @@ class EvaluateRecipe:
     data_folder: str = ""
     output_folder: str = "runs/eval"
     data: DataConfig = field(default_factory=DataConfig)
+    test_folds: list[int] | None = None  # shortcut for data.test_folds
     contamination: str = "none"  # none | white_noise | mixtures | noise_folder
     noise_folder: str | None = None
     relevance_th: float | None = None
