@@ -51,6 +51,9 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             positionals=("ckpt",)),
     Command("report", C.ReportRecipe, "l2i.report:write_report",
             "a self-contained HTML report you can listen through", positionals=("run_folder",)),
+    Command("run", C.L2IRecipe, "l2i.pipeline:run_pipeline",
+            "every stage on a real dataset: classifier, NMF, L2I, evaluate, report",
+            takes_recipe=True),
     Command("demo", C.DemoRecipe, "l2i.pipeline:demo",
             "the whole path on synthetic data in minutes"),
 )}
