@@ -186,7 +186,8 @@ class SynthRecipe:
     seed: int = 0
     sample_rate: int = 16000
     duration_s: float = 5.0
-    snr_db: list[float] = field(default_factory=lambda: [0.0, 15.0])
+    snr_db: list[float] = field(default_factory=lambda: [0.0, 15.0])  # event vs background
+    n_classes: int = 10  # the first n of the 10 built-in event classes
 
 
 @dataclass
@@ -242,6 +243,10 @@ class L2IRecipe:
     loss: L2ILossConfig = field(default_factory=L2ILossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     cache_maps: bool = True  # without augmentation: run the classifier once per clip
+    # `l2i run` only: recipes of the earlier stages (paths relative to this recipe's folder),
+    # used when classifier_ckpt / nmf are empty.
+    classifier_recipe: str | None = None
+    nmf_recipe: str | None = None
 
 
 @dataclass
@@ -377,6 +382,9 @@ def _read_yaml_with_base(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         raise ConfigError(f"recipe {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path}: expected a mapping of keys at the top level")
+    for key, value in data.items():  # `*_recipe` paths are relative to the recipe file
+        if key.endswith("_recipe") and isinstance(value, str) and not os.path.isabs(value):
+            data[key] = str(path.parent / value)
     base = data.pop("base", None)
     if base is None:
         return data
