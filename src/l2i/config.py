@@ -143,6 +143,9 @@ class NMFConfig:
     max_frames: int | None = None  # subsample training frames (None = all)
     seed: int = 1234
     device: str = "auto"
+    solver: str = "hals"  # hals (exact block coordinate descent) | mu (multiplicative updates)
+    inner_iter: int = 4  # HALS sweeps on H and on W per pass over the frames
+    forget_factor: float = 0.7  # mini-batch: weight of last epoch's statistics
 
 
 @dataclass
