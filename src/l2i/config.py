@@ -155,8 +155,9 @@ class PsiConfig:
     maps: list[str] = field(default_factory=list)  # empty = every map the classifier exposes
     hidden: int = 256
     n_layers: int = 3
-    kernel_size: int = 5
+    kernel_size: int = 3  # odd; temporal context of the residual Conv1d blocks
     dropout: float = 0.0
+    activation: str = "relu"  # relu | softplus (H >= 0)
 
 
 @dataclass
@@ -246,6 +247,7 @@ class L2IRecipe:
     loss: L2ILossConfig = field(default_factory=L2ILossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     cache_maps: bool = True  # without augmentation: run the classifier once per clip
+    noise_folder: str | None = None  # shortcut for augment.noise_folder (turns noise mixing on)
     # `l2i run` only: recipes of the earlier stages (paths relative to this recipe's folder),
     # used when classifier_ckpt / nmf are empty.
     classifier_recipe: str | None = None

@@ -1,0 +1,247 @@
+"""The trained L2I bundle: frozen classifier + psi + theta + fixed dictionary W.
+
+``Interpreter.forward(mag (B, T, F))`` runs the classifier on the magnitude spectrogram, maps its
+hidden maps to NMF activations ``H (B, K, T)`` with psi, and reproduces the classifier's decision
+from H with theta. ``W H`` (``(B, T, F)``) approximates ``log1p|X|``.
+
+``save_interpreter`` / ``load_interpreter`` read and write the self-contained ``l2i.ckpt``
+(format in docs/architecture.md): the classifier's own checkpoint dict is embedded, so one file
+is enough to explain audio.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from l2i.config import FeaturesConfig, L2ILossConfig, PsiConfig, ThetaConfig, from_dict
+from l2i.errors import L2IError
+from l2i.models.psi import Psi
+from l2i.models.theta import Theta
+
+FORMAT = "l2i-interpreter"
+VERSION = 1
+
+
+@dataclass
+class InterpreterOutput:
+    """What :meth:`Interpreter.forward` returns.
+
+    logits: the classifier's logits ``(B, C)``; H: activations ``(B, K, T)`` >= 0;
+    theta_logits: theta's logits ``(B, C)``; z: time-pooled activations ``(B, K)`` >= 0;
+    maps: the classifier's hidden maps ``{name: (B, C_i, T_i, F_i)}`` (only when asked for).
+    """
+
+    logits: Tensor
+    H: Tensor
+    theta_logits: Tensor
+    z: Tensor
+    maps: dict[str, Tensor] | None = None
+
+
+def reconstruct(W: Tensor, H: Tensor) -> Tensor:
+    """NMF decoder: ``W (F, K)``, ``H (B, K, T)`` -> ``W H`` as ``(B, T, F)`` (log1p-magnitude)."""
+    return torch.einsum("fk,bkt->btf", W.to(H.dtype), H)  # (B, T, F)
+
+
+class Interpreter(nn.Module):
+    """Frozen classifier + trainable psi and theta + fixed dictionary ``W (F, K)``.
+
+    The classifier takes a linear magnitude spectrogram ``(B, T, F)`` and returns
+    ``(logits (B, C), maps {name: (B, C_i, T_i, F_i)})``. It is frozen (no gradients, always in
+    eval mode, even after ``.train()``). ``W`` is a buffer.
+
+    Attributes besides the modules: ``features`` (:class:`FeaturesConfig`), ``class_names``,
+    ``relevance_th``, ``loss`` (:class:`L2ILossConfig` or None), ``metrics`` and ``recipe``
+    (dicts, filled by :func:`load_interpreter`), ``classifier_record`` (the classifier's
+    checkpoint dict, embedded on save).
+    """
+
+    def __init__(self, classifier: nn.Module, psi: Psi, theta: Theta, W: Tensor,
+                 features: FeaturesConfig | dict, class_names: list[str],
+                 relevance_th: float = 0.2, classifier_record: dict | None = None) -> None:
+        super().__init__()
+        if W.dim() != 2 or W.shape[1] != psi.n_components:
+            raise L2IError(f"W must be (freq, K={psi.n_components}), got {tuple(W.shape)}")
+        if theta.n_components != psi.n_components:
+            raise L2IError(f"psi gives K={psi.n_components} components, theta expects "
+                           f"{theta.n_components}")
+        if len(class_names) != theta.n_classes:
+            raise L2IError(f"{len(class_names)} class names for a {theta.n_classes}-class theta")
+        self.classifier = classifier
+        self.psi = psi
+        self.theta = theta
+        self.register_buffer("W", W.detach().float().clone())
+        self.features = (features if isinstance(features, FeaturesConfig)
+                         else from_dict(FeaturesConfig, dict(features)))
+        self.class_names = list(class_names)
+        self.relevance_th = float(relevance_th)
+        self.classifier_record = classifier_record
+        self.loss: L2ILossConfig | None = None
+        self.metrics: dict[str, Any] = {}
+        self.recipe: dict[str, Any] = {}
+        self.freeze_classifier()
+
+    # ------------------------------------------------------------------ frozen parts
+    def freeze_classifier(self) -> None:
+        """Classifier: no gradients, eval mode (no dropout, fixed BatchNorm statistics)."""
+        self.classifier.requires_grad_(False)
+        self.classifier.eval()
+
+    def train(self, mode: bool = True) -> Interpreter:
+        super().train(mode)
+        self.classifier.eval()  # never leaves eval mode
+        return self
+
+    @property
+    def n_components(self) -> int:
+        return self.psi.n_components
+
+    @property
+    def n_classes(self) -> int:
+        return self.theta.n_classes
+
+    # ------------------------------------------------------------------ forward
+    @torch.no_grad()
+    def classify(self, mag: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The frozen classifier: ``mag (B, T, F)`` -> ``(logits (B, C), maps)``."""
+        return self.classifier(mag)
+
+    def heads(self, reduced: dict[str, Tensor], n_frames: int) -> tuple[Tensor, Tensor, Tensor]:
+        """psi + theta from frequency-pooled maps (:meth:`Psi.reduce`).
+
+        Returns ``H (B, K, n_frames)``, ``z (B, K)``, ``theta_logits (B, C)``.
+        """
+        H = self.psi.forward_reduced(reduced, n_frames)  # (B, K, T)
+        z = self.theta.pool(H)  # (B, K)
+        return H, z, self.theta.classify(z)
+
+    def forward(self, mag: Tensor, return_maps: bool = False) -> InterpreterOutput:
+        """``mag (B, T, F)`` linear magnitude -> :class:`InterpreterOutput` (H has T frames)."""
+        if mag.dim() != 3 or mag.shape[-1] != self.W.shape[0]:
+            raise L2IError(f"interpreter expects a magnitude spectrogram (B, T, "
+                           f"{self.W.shape[0]}), got {tuple(mag.shape)}")
+        logits, maps = self.classify(mag)
+        H, z, theta_logits = self.heads(self.psi.reduce(maps), mag.shape[1])
+        return InterpreterOutput(logits=logits, H=H, theta_logits=theta_logits, z=z,
+                                 maps=maps if return_maps else None)
+
+    def reconstruct(self, H: Tensor) -> Tensor:
+        """``W H``: ``H (B, K, T)`` -> ``(B, T, F)``, in the log1p-magnitude domain."""
+        return reconstruct(self.W, H)
+
+
+# ---------------------------------------------------------------------- checkpoint I/O
+def _plain(cfg: Any) -> dict[str, Any]:
+    return asdict(cfg) if is_dataclass(cfg) else dict(cfg)
+
+
+def interpreter_record(interp: Interpreter, loss: L2ILossConfig | dict | None = None,
+                       recipe: dict | None = None, metrics: dict | None = None,
+                       psi_cfg: PsiConfig | None = None,
+                       theta_cfg: ThetaConfig | None = None) -> dict[str, Any]:
+    """The ``l2i.ckpt`` dict (see docs/architecture.md); tensors on CPU."""
+    if interp.classifier_record is None:
+        raise L2IError("cannot save the interpreter: it has no classifier checkpoint record "
+                       "(build it with classifier_record=<the classifier checkpoint dict>)")
+    psi_cfg = psi_cfg or getattr(interp.psi, "config", None) or PsiConfig()
+    theta_cfg = theta_cfg or getattr(interp.theta, "config", None) or ThetaConfig()
+    loss = loss if loss is not None else (interp.loss or L2ILossConfig(
+        relevance_th=interp.relevance_th))
+
+    def cpu(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in sd.items()}
+
+    return {
+        "format": FORMAT, "version": VERSION,
+        "classifier": interp.classifier_record,
+        "W": interp.W.detach().cpu().clone(),
+        "features": asdict(interp.features),
+        "class_names": list(interp.class_names),
+        "psi": {"map_channels": dict(interp.psi.map_channels),
+                "n_components": interp.psi.n_components,
+                "config": _plain(psi_cfg), "state_dict": cpu(interp.psi.state_dict())},
+        "theta": {"n_components": interp.theta.n_components, "n_classes": interp.theta.n_classes,
+                  "config": _plain(theta_cfg), "state_dict": cpu(interp.theta.state_dict())},
+        "loss": _plain(loss),
+        "recipe": dict(recipe or interp.recipe or {}),
+        "metrics": dict(metrics or interp.metrics or {}),
+    }
+
+
+def save_interpreter(path: str | os.PathLike, interp: Interpreter,
+                     loss: L2ILossConfig | dict | None = None, recipe: dict | None = None,
+                     metrics: dict | None = None, psi_cfg: PsiConfig | None = None,
+                     theta_cfg: ThetaConfig | None = None) -> Path:
+    """Write the self-contained ``l2i.ckpt`` atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = interpreter_record(interp, loss, recipe, metrics, psi_cfg, theta_cfg)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(record, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> cuda if available, else mps if available, else cpu."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def build_interpreter(record: dict[str, Any], device: str | torch.device = "cpu") -> Interpreter:
+    """An :class:`Interpreter` from an ``l2i.ckpt`` dict (see :func:`load_interpreter`)."""
+    from l2i.models import load_classifier
+
+    dev = resolve_device(device)
+    classifier, _info = load_classifier(record["classifier"], map_location=dev)
+    psi_cfg = from_dict(PsiConfig, record["psi"]["config"])
+    theta_cfg = from_dict(ThetaConfig, record["theta"]["config"])
+    psi = Psi(record["psi"]["map_channels"], record["psi"]["n_components"], psi_cfg)
+    psi.load_state_dict(record["psi"]["state_dict"])
+    theta = Theta(record["theta"]["n_components"], record["theta"]["n_classes"], theta_cfg)
+    theta.load_state_dict(record["theta"]["state_dict"])
+    loss = from_dict(L2ILossConfig, record.get("loss") or {})
+    interp = Interpreter(classifier, psi, theta, record["W"], record["features"],
+                         record["class_names"], relevance_th=loss.relevance_th,
+                         classifier_record=record["classifier"])
+    interp.loss = loss
+    interp.metrics = dict(record.get("metrics") or {})
+    interp.recipe = dict(record.get("recipe") or {})
+    return interp.to(dev).eval()
+
+
+def load_interpreter(path: str | os.PathLike, device: str | torch.device = "cpu") -> Interpreter:
+    """Load ``l2i.ckpt`` -> :class:`Interpreter` in eval mode on ``device`` (``auto`` allowed).
+
+    Raises L2IError when the file is missing or is not an L2I checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise L2IError(f"interpreter checkpoint {path} not found: train one with "
+                       "'l2i train recipes/esc50/l2i_conv2d.yaml ...' (it writes l2i.ckpt)")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling problem is a bad file
+        raise L2IError(f"{path} is not a readable l2i checkpoint: {err}") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        fmt = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise L2IError(f"{path} is not an L2I interpreter checkpoint (format {fmt!r}); "
+                       "expected the l2i.ckpt written by 'l2i train'")
+    if int(record.get("version", 0)) > VERSION:
+        raise L2IError(f"{path} has format version {record['version']}, this l2i reads up to "
+                       f"{VERSION}: upgrade l2i")
+    return build_interpreter(record, device)

@@ -1,0 +1,124 @@
+"""psi: a frozen classifier's hidden maps -> NMF time activations ``H (B, K, T) >= 0``, any T.
+
+One design for every classifier that exposes named maps ``(B, C_i, T_i, F_i)``:
+
+1. :meth:`Psi.reduce` pools each map over its frequency axis with mean and max, giving
+   ``(B, 2 * C_i, T_i)``. It has no parameters, so its output can be cached once per clip.
+2. per map, a 1x1 ``Conv1d`` projects to ``hidden`` channels, and linear interpolation along time
+   brings it to ``T`` frames (any number of STFT frames); the maps are summed.
+3. ``n_layers`` residual blocks ``Conv1d(k) -> LayerNorm(channels) -> ReLU (-> dropout)``.
+4. a 1x1 ``Conv1d(hidden, K)`` and a ReLU (or softplus) give ``H >= 0``.
+
+Which maps are read and the width are configuration (:class:`l2i.config.PsiConfig`), not code.
+Imports only torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+def reduce_maps(maps: Mapping[str, Tensor], names: list[str] | None = None) -> dict[str, Tensor]:
+    """Mean and max over frequency of each map: ``(B, C, T_i, F_i)`` -> ``(B, 2C, T_i)``.
+
+    A 3-D map ``(B, C, T_i)`` (already without a frequency axis) is treated as ``F_i = 1``.
+    ``names`` restricts (and orders) the maps kept; ``None`` keeps all.
+    """
+    out: dict[str, Tensor] = {}
+    for name in names if names is not None else list(maps):
+        m = maps[name]
+        if m.dim() == 3:
+            m = m.unsqueeze(-1)  # (B, C, T_i, 1)
+        if m.dim() != 4:
+            raise ValueError(f"map {name!r}: expected (B, C, T, F), got shape {tuple(m.shape)}")
+        m = m.float()
+        out[name] = torch.cat([m.mean(dim=-1), m.amax(dim=-1)], dim=1)  # (B, 2C, T_i)
+    return out
+
+
+class _ChannelNorm(nn.Module):
+    """LayerNorm over channels at each frame of ``(B, C, T)`` (independent of batch and T)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.transpose(1, 2)).transpose(1, 2)  # (B, C, T)
+
+
+class _Block(nn.Module):
+    """Residual ``x + dropout(relu(norm(conv(x))))`` on ``(B, C, T)``."""
+
+    def __init__(self, channels: int, kernel_size: int, dropout: float) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2)
+        self.norm = _ChannelNorm(channels)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.drop(F.relu(self.norm(self.conv(x))))
+
+
+class Psi(nn.Module):
+    """Hidden maps -> ``H (B, K, T) >= 0`` for any number of frames ``T``.
+
+    Args:
+        map_channels: channels ``C_i`` of every map the classifier exposes, by name.
+        n_components: K, the number of NMF components.
+        cfg: a :class:`l2i.config.PsiConfig` (or any object with ``maps``, ``hidden``,
+            ``n_layers``, ``kernel_size``, ``dropout`` and optionally ``activation``).
+    """
+
+    def __init__(self, map_channels: Mapping[str, int], n_components: int, cfg: Any) -> None:
+        super().__init__()
+        names = list(cfg.maps) if cfg.maps else list(map_channels)
+        unknown = [n for n in names if n not in map_channels]
+        if unknown:
+            raise ValueError(f"psi.maps names {unknown} that the classifier does not expose; "
+                             f"it has {list(map_channels)}")
+        if not names:
+            raise ValueError("psi needs at least one hidden map; the classifier exposes none")
+        if cfg.kernel_size % 2 != 1:
+            raise ValueError(f"psi.kernel_size must be odd, got {cfg.kernel_size}")
+        self.config = cfg
+        self.map_names = names
+        self.map_channels = {n: int(map_channels[n]) for n in names}
+        self.n_components = int(n_components)
+        self.activation = getattr(cfg, "activation", "relu")
+        if self.activation not in ("relu", "softplus"):
+            raise ValueError(f"psi.activation must be relu or softplus, got {self.activation!r}")
+        self.proj = nn.ModuleDict({
+            n: nn.Conv1d(2 * c, cfg.hidden, kernel_size=1) for n, c in self.map_channels.items()})
+        self.blocks = nn.Sequential(*[_Block(cfg.hidden, cfg.kernel_size, cfg.dropout)
+                                      for _ in range(cfg.n_layers)])
+        self.out = nn.Conv1d(cfg.hidden, self.n_components, kernel_size=1)
+
+    def reduce(self, maps: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The parameter-free part: ``{name: (B, C_i, T_i, F_i)}`` -> ``{name: (B, 2C_i, T_i)}``."""
+        missing = [n for n in self.map_names if n not in maps]
+        if missing:
+            raise KeyError(f"psi expects maps {missing}; got {list(maps)}")
+        return reduce_maps(maps, self.map_names)
+
+    def forward_reduced(self, reduced: Mapping[str, Tensor], n_frames: int) -> Tensor:
+        """``{name: (B, 2C_i, T_i)}`` (from :meth:`reduce`) -> ``H (B, K, n_frames)`` >= 0."""
+        x: Tensor | None = None
+        for name in self.map_names:
+            r = self.proj[name](reduced[name].float())  # (B, hidden, T_i)
+            r = F.interpolate(r, size=int(n_frames), mode="linear",
+                              align_corners=False)  # (B, hidden, T)
+            x = r if x is None else x + r
+        assert x is not None
+        x = self.blocks(x)  # (B, hidden, T)
+        h = self.out(x)  # (B, K, T)
+        return F.relu(h) if self.activation == "relu" else F.softplus(h)
+
+    def forward(self, maps: Mapping[str, Tensor], n_frames: int) -> Tensor:
+        """``{name: (B, C_i, T_i, F_i)}`` -> ``H (B, K, n_frames)`` >= 0."""
+        return self.forward_reduced(self.reduce(maps), n_frames)

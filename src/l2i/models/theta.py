@@ -1,0 +1,71 @@
+"""theta: pool the activations ``H (B, K, T)`` over time (any T), then ``Linear(K, C, bias=False)``.
+
+Pooling (:class:`l2i.config.ThetaConfig.pooling`):
+
+- ``attention`` (paper): per component k, weights ``a_{k,t} = softmax_t(s_k(H[:, :, t]))`` from a
+  small scorer ``Conv1d(K, hidden, 1) -> tanh -> Conv1d(hidden, K, 1)`` that sees all
+  components at frame t; ``z_k = sum_t a_{k,t} H_{k,t}``. Weights are non-negative and sum to 1,
+  so ``z >= 0`` whenever ``H >= 0``, and z is on the scale of H for any clip length.
+- ``mean`` / ``max``: parameter-free.
+
+The linear layer's weight ``(C, K)`` gives the relevance of each component for each class
+(``r_k = w_ck z_k / max_j |w_cj z_j|``, see :mod:`l2i.explain`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class Theta(nn.Module):
+    """``H (B, K, T)`` -> ``z (B, K)`` -> logits ``(B, C)``.
+
+    Args:
+        n_components: K.
+        n_classes: C.
+        cfg: a :class:`l2i.config.ThetaConfig` (``pooling``, ``hidden``).
+    """
+
+    def __init__(self, n_components: int, n_classes: int, cfg: Any) -> None:
+        super().__init__()
+        if cfg.pooling not in ("attention", "mean", "max"):
+            raise ValueError(f"theta.pooling must be attention, mean or max, got {cfg.pooling!r}")
+        self.config = cfg
+        self.n_components = int(n_components)
+        self.n_classes = int(n_classes)
+        self.pooling = cfg.pooling
+        self.scorer: nn.Module | None = None
+        if self.pooling == "attention":
+            self.scorer = nn.Sequential(
+                nn.Conv1d(self.n_components, cfg.hidden, kernel_size=1), nn.Tanh(),
+                nn.Conv1d(cfg.hidden, self.n_components, kernel_size=1))
+        self.linear = nn.Linear(self.n_components, self.n_classes, bias=False)
+
+    def attention(self, H: Tensor) -> Tensor:
+        """Pooling weights ``(B, K, T)``, non-negative, summing to 1 over T."""
+        if self.scorer is None:
+            T = H.shape[-1]
+            return torch.full_like(H, 1.0 / T)
+        return torch.softmax(self.scorer(H), dim=-1)  # (B, K, T)
+
+    def pool(self, H: Tensor) -> Tensor:
+        """``H (B, K, T)`` -> ``z (B, K)`` (>= 0 when H >= 0)."""
+        if H.dim() != 3 or H.shape[1] != self.n_components:
+            raise ValueError(f"theta expects H of shape (B, {self.n_components}, T), "
+                             f"got {tuple(H.shape)}")
+        if self.pooling == "max":
+            return H.amax(dim=-1)  # (B, K)
+        if self.pooling == "mean":
+            return H.mean(dim=-1)  # (B, K)
+        return (self.attention(H) * H).sum(dim=-1)  # (B, K)
+
+    def classify(self, z: Tensor) -> Tensor:
+        """``z (B, K)`` -> logits ``(B, C)``."""
+        return self.linear(z)
+
+    def forward(self, H: Tensor) -> Tensor:
+        """``H (B, K, T)`` -> logits ``(B, C)``."""
+        return self.linear(self.pool(H))
