@@ -1,0 +1,373 @@
+"""Faithfulness, sparsity and localisation metrics for explanations (L2I_SPEC §7), plain functions.
+
+Notation (per clip ``n``): ``c`` is the classifier's *predicted* class on the input, ``p`` its
+probability for ``c`` on the input ``|X|``, ``o`` on the masked-in input ``M * |X|`` and ``q`` on
+the masked-out input ``(1 - M) * |X|``. Probabilities are plain softmax outputs in [0, 1].
+
+Every function takes torch tensors or numpy arrays (converted with ``torch.as_tensor``) and is
+batched over the first axis. The averaged metrics take ``reduce``: ``True`` gives the mean over
+clips as a float, ``False`` the per-clip values ``(N,)`` so a caller can average over all clips
+of a test set (never mean-of-batch-means, reference defect §10.14) or write a per-clip table.
+
+Defects of the reference that these definitions avoid (L2I_SPEC §8): AD on plain probabilities
+(no double softmax; :func:`average_drop_sb_compatible` reproduces the reference for comparison),
+Fid-In against the classifier's prediction (not a label tensor), per-clip SPS/COMP with per-clip
+normalisation (not a batch-global max) and empty masks reported as NaN (not silently dropped).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+ArrayLike = Any  # torch.Tensor | numpy.ndarray | sequence of numbers
+
+
+def _t(x: ArrayLike, dtype: torch.dtype | None = torch.float64) -> Tensor:
+    """``x`` as a tensor (float64 by default, for exact metric arithmetic)."""
+    t = torch.as_tensor(x)
+    return t.to(dtype) if dtype is not None else t
+
+
+def _reduce(values: Tensor, reduce: bool) -> float | Tensor:
+    return float(values.mean()) if reduce else values
+
+
+def _check_same_shape(name: str, **arrays: Tensor) -> None:
+    shapes = {k: tuple(v.shape) for k, v in arrays.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"{name}: inputs must have the same shape, got {shapes}")
+
+
+# --------------------------------------------------------------------------- fidelity
+def fidelity_topk(theta_logits: ArrayLike, classifier_pred: ArrayLike, k: int = 1,
+                  reduce: bool = True) -> float | Tensor:
+    """Share of clips whose classifier prediction is among theta's ``k`` highest logits.
+
+    ``fid@k = mean_n 1[pred_n in topk(theta_logits_n, k)]``.
+
+    Args:
+        theta_logits: ``(N, C)`` theta's class scores (logits or probabilities; only the order
+            matters).
+        classifier_pred: ``(N,)`` int, the classifier's predicted class (argmax of its logits),
+            NOT the ground-truth label (reference defect §8.7).
+        k: 1 <= k <= C.
+    Returns:
+        a float in [0, 1], or ``(N,)`` 0/1 values with ``reduce=False``.
+    """
+    logits = _t(theta_logits)
+    pred = _t(classifier_pred, torch.long)
+    if logits.dim() != 2 or pred.shape != logits.shape[:1]:
+        raise ValueError(f"fidelity_topk: expected theta_logits (N, C) and classifier_pred (N,), "
+                         f"got {tuple(logits.shape)} and {tuple(pred.shape)}")
+    if not 1 <= k <= logits.shape[1]:
+        raise ValueError(f"fidelity_topk: k must be in 1..{logits.shape[1]}, got {k}")
+    top = logits.topk(k, dim=1).indices  # (N, k)
+    hit = (top == pred[:, None]).any(dim=1).to(torch.float64)  # (N,)
+    return _reduce(hit, reduce)
+
+
+# --------------------------------------------------------------------------- AI / AD / AG / FF
+def average_increase(p: ArrayLike, o: ArrayLike, reduce: bool = True) -> float | Tensor:
+    """Average Increase: ``AI = 100 * mean(o > p)`` (percent).
+
+    Args:
+        p: ``(N,)`` probability of the predicted class on the input.
+        o: ``(N,)`` probability of the same class on the masked-in input.
+    """
+    p, o = _t(p), _t(o)
+    _check_same_shape("average_increase", p=p, o=o)
+    return _reduce(100.0 * (o > p).to(torch.float64), reduce)
+
+
+def average_drop(p: ArrayLike, o: ArrayLike, reduce: bool = True,
+                 eps: float = 1e-10) -> float | Tensor:
+    """Average Drop on plain probabilities: ``AD = 100 * mean(max(0, p - o) / p)`` (percent).
+
+    Lower is better. ``eps`` guards ``p = 0`` (cannot happen for the predicted class of a
+    softmax, whose probability is >= 1/C). Unlike the reference, ``p`` and ``o`` are NOT passed
+    through a second softmax (L2I_SPEC §8.1).
+
+    Args:
+        p, o: ``(N,)`` as in :func:`average_increase`.
+    """
+    p, o = _t(p), _t(o)
+    _check_same_shape("average_drop", p=p, o=o)
+    return _reduce(100.0 * torch.clamp(p - o, min=0.0) / (p + eps), reduce)
+
+
+def average_gain(p: ArrayLike, o: ArrayLike, reduce: bool = True,
+                 eps: float = 1e-10) -> float | Tensor:
+    """Average Gain: ``AG = 100 * mean(max(0, o - p) / (1 - p))`` (percent); higher is better.
+
+    Args:
+        p, o: ``(N,)`` as in :func:`average_increase`. ``eps`` guards ``p = 1``.
+    """
+    p, o = _t(p), _t(o)
+    _check_same_shape("average_gain", p=p, o=o)
+    return _reduce(100.0 * torch.clamp(o - p, min=0.0) / (1.0 - p + eps), reduce)
+
+
+def average_drop_sb_compatible(probs: ArrayLike, probs_in: ArrayLike, target: ArrayLike,
+                               reduce: bool = True, eps: float = 1e-10) -> float | Tensor:
+    """The reference's (SpeechBrain's) AD, with its double softmax -- for comparison ONLY.
+
+    ``AD_sb = 100 * mean(max(0, p'_c - o'_c) / (p'_c + eps))`` with ``p' = softmax(probs)``,
+    ``o' = softmax(probs_in)``: the softmax is applied to vectors that already are
+    probabilities, which squeezes every value into ``[1/(C-1+e), e/(C-1+e)]`` and makes the
+    number incomparable with the textbook AD (:func:`average_drop`). Use only to compare with
+    numbers published by the reference recipe (L2I_SPEC §7, REFERENCE_RECIPE §7.1).
+
+    Args:
+        probs: ``(N, C)`` classifier probabilities on the input.
+        probs_in: ``(N, C)`` classifier probabilities on the masked-in input.
+        target: ``(N,)`` int, the predicted class ``c``.
+    """
+    probs, probs_in = _t(probs), _t(probs_in)
+    c = _t(target, torch.long)
+    _check_same_shape("average_drop_sb_compatible", probs=probs, probs_in=probs_in)
+    pp = probs.softmax(dim=1).gather(1, c[:, None])[:, 0]  # (N,)
+    oo = probs_in.softmax(dim=1).gather(1, c[:, None])[:, 0]  # (N,)
+    return _reduce(100.0 * torch.clamp(pp - oo, min=0.0) / (pp + eps), reduce)
+
+
+def faithfulness_ff(p: ArrayLike, q: ArrayLike, reduce: bool = True) -> float | Tensor:
+    """Faithfulness (FF): ``mean(p - q)``, the probability lost when the explanation is masked out.
+
+    Args:
+        p: ``(N,)`` probability of the predicted class on the input.
+        q: ``(N,)`` probability of the same class on the masked-out input ``(1 - M) * |X|``.
+    Returns:
+        a float in [-1, 1] (higher = the explanation carried the evidence), or ``(N,)``.
+    """
+    p, q = _t(p), _t(q)
+    _check_same_shape("faithfulness_ff", p=p, q=q)
+    return _reduce(p - q, reduce)
+
+
+def input_fidelity(logits_in: ArrayLike, logits_orig: ArrayLike,
+                   reduce: bool = True) -> float | Tensor:
+    """Fid-In: ``mean(argmax f(M * X) == argmax f(X))``, agreement with the classifier's prediction.
+
+    Compared with the classifier's own prediction on the input, not with labels (the reference
+    compared with ``argmax`` over a ``(B, 1)`` label tensor, always 0: L2I_SPEC §8.2).
+
+    Args:
+        logits_in: ``(N, C)`` classifier scores on the masked-in input (logits or probabilities).
+        logits_orig: ``(N, C)`` classifier scores on the input.
+    Returns:
+        a float in [0, 1], or ``(N,)`` 0/1 values.
+    """
+    a, b = _t(logits_in), _t(logits_orig)
+    _check_same_shape("input_fidelity", logits_in=a, logits_orig=b)
+    if a.dim() != 2:
+        raise ValueError(f"input_fidelity: expected (N, C) scores, got {tuple(a.shape)}")
+    return _reduce((a.argmax(dim=1) == b.argmax(dim=1)).to(torch.float64), reduce)
+
+
+# --------------------------------------------------------------------------- SPS / COMP
+def _flat_abs(mask: ArrayLike) -> Tensor:
+    m = _t(mask)
+    if m.dim() < 2:
+        raise ValueError(f"expected a batch of masks (N, ...), got shape {tuple(m.shape)}; "
+                         "add a leading batch axis for a single mask")
+    return m.reshape(m.shape[0], -1).abs()  # (N, D)
+
+
+def sparseness(mask: ArrayLike) -> Tensor:
+    """SPS: the Gini index of ``|M|`` flattened, per clip (quantus ``Sparseness`` semantics).
+
+    For the ``n`` values of one clip sorted ascending, ``a_(1) <= ... <= a_(n)``::
+
+        Gini = sum_i (2 i - n - 1) a_(i) / (n * sum_i a_(i)),   i = 1..n
+
+    0 for a uniform mask, ``(n - 1) / n`` (-> 1) for a one-hot mask. The index is
+    scale-invariant, so each clip is effectively normalised on its own (the reference's quantus
+    call divided by the max of the whole batch and added 1e-7, which couples clips; here no
+    epsilon is added). A clip whose mask is all zero has no distribution: NaN.
+
+    Args:
+        mask: ``(N, ...)`` any trailing shape, e.g. ``(N, T, F)``.
+    Returns:
+        ``(N,)`` float64 Gini indices in [0, 1) (NaN for empty masks).
+    """
+    a = _flat_abs(mask).sort(dim=1).values  # (N, D) ascending
+    n = a.shape[1]
+    i = torch.arange(1, n + 1, dtype=a.dtype)  # (D,)
+    total = a.sum(dim=1)  # (N,)
+    gini = ((2 * i - n - 1) * a).sum(dim=1) / (n * total)
+    return torch.where(total > 0, gini, torch.full_like(gini, math.nan))
+
+
+def complexity(mask: ArrayLike) -> Tensor:
+    """COMP: Shannon entropy (nats) of ``|M| / sum |M|`` per clip (quantus ``Complexity``).
+
+    ``COMP = -sum_i P_i ln P_i`` with ``P = |M| / sum |M|`` and ``0 ln 0 = 0``; ``ln(n)`` for a
+    uniform mask over ``n`` bins, 0 for a one-hot mask. Lower = a more concentrated
+    explanation. A clip whose mask is all zero: NaN (report how many; do not drop silently).
+
+    Args:
+        mask: ``(N, ...)``.
+    Returns:
+        ``(N,)`` float64 entropies in nats.
+    """
+    a = _flat_abs(mask)  # (N, D)
+    total = a.sum(dim=1, keepdim=True)  # (N, 1)
+    prob = a / torch.where(total > 0, total, torch.ones_like(total))
+    ent = -torch.special.xlogy(prob, prob).sum(dim=1)  # (N,)
+    return torch.where(total[:, 0] > 0, ent, torch.full_like(ent, math.nan))
+
+
+# --------------------------------------------------------------------------- component removal
+def removal_mask(W: Tensor, H: Tensor, removed: Tensor, eps: float = 1e-10) -> Tensor:
+    """``M_removed = (W_R H_R) / (W H + eps)``: the share of each bin explained by components R.
+
+    Args:
+        W: ``(F, K)`` the dictionary; H: ``(N, K, T)`` activations; removed: ``(N, K)`` bool.
+    Returns:
+        ``(N, T, F)`` in [0, 1].
+    """
+    from l2i.explain import ratio_mask  # one definition of the ratio mask
+
+    return ratio_mask(W, H, removed, eps=eps)
+
+
+def random_like_selection(selected: Tensor, generator: torch.Generator | None = None,
+                          exclude: bool = False) -> Tensor:
+    """For each row, a random set of components of the same size as the row of ``selected``.
+
+    Args:
+        selected: ``(N, K)`` bool.
+        generator: for reproducibility.
+        exclude: draw only among the components NOT in ``selected`` (when too few are left,
+            all of them are taken).
+    Returns:
+        ``(N, K)`` bool with ``out.sum(1) == selected.sum(1)`` (or fewer, with ``exclude``).
+    """
+    sel = torch.as_tensor(selected).bool()
+    n, k = sel.shape
+    scores = torch.rand(n, k, generator=generator, device="cpu").to(sel.device)  # (N, K)
+    if exclude:
+        scores = scores.masked_fill(sel, -1.0)  # never picked before an unselected one
+    order = scores.argsort(dim=1, descending=True)  # (N, K)
+    counts = sel.sum(dim=1, keepdim=True)  # (N, 1)
+    if exclude:
+        counts = torch.minimum(counts, (~sel).sum(dim=1, keepdim=True))
+    take = torch.arange(k, device=sel.device)[None] < counts  # (N, K) first `count` ranks
+    out = torch.zeros_like(sel)
+    return out.scatter(1, order, take)
+
+
+@torch.no_grad()
+def component_removal(classifier_prob_fn: Callable[[Tensor], Tensor], W: Tensor, H: Tensor,
+                      mag: Tensor, selected: Tensor, generator: torch.Generator | None = None,
+                      target: Tensor | None = None, exclude_selected: bool = False,
+                      eps: float = 1e-10) -> dict[str, Tensor]:
+    """The paper's faithfulness test: remove the relevant components, re-classify.
+
+    The input magnitude loses what the removed components R explain,
+    ``|X'| = |X| * (1 - M_R)`` with ``M_R = (W_R H_R) / (W H + eps)``, and the classifier's
+    probability for the class ``c`` (default: its prediction on ``|X|``) is measured again. The
+    control removes, per clip, the same number of components drawn at random (uniformly among
+    all K, or among the unselected ones with ``exclude_selected``). A faithful explanation
+    gives ``drop_relevant`` well above ``drop_random``.
+
+    Args:
+        classifier_prob_fn: ``mag (N, T, F) -> probs (N, C)`` (softmax of the classifier).
+        W: ``(F, K)``; H: ``(N, K, T)`` the interpreter's activations for these clips.
+        mag: ``(N, T, F)`` input magnitudes ``|X|``.
+        selected: ``(N, K)`` bool, the components to remove (the relevant ones).
+        generator: seeds the random control.
+        target: ``(N,)`` classes to score; default the classifier's prediction.
+    Returns:
+        per-clip ``(N,)`` tensors: ``p`` (input), ``p_relevant``, ``p_random`` (after removal),
+        ``drop_relevant = p - p_relevant``, ``drop_random = p - p_random``, ``n_removed``
+        and ``target``.
+    """
+    sel = torch.as_tensor(selected).bool().to(mag.device)
+    probs = classifier_prob_fn(mag)  # (N, C)
+    c = probs.argmax(dim=1) if target is None else torch.as_tensor(target).long().to(mag.device)
+    rnd = random_like_selection(sel, generator, exclude=exclude_selected)
+
+    def prob_without(removed: Tensor) -> Tensor:
+        m = removal_mask(W, H, removed, eps)  # (N, T, F)
+        return classifier_prob_fn(mag * (1.0 - m)).gather(1, c[:, None])[:, 0]  # (N,)
+
+    p = probs.gather(1, c[:, None])[:, 0]
+    p_rel, p_rnd = prob_without(sel), prob_without(rnd)
+    return {"p": p, "p_relevant": p_rel, "p_random": p_rnd, "drop_relevant": p - p_rel,
+            "drop_random": p - p_rnd, "n_removed": sel.sum(dim=1), "target": c}
+
+
+# --------------------------------------------------------------------------- localisation
+def roc_auc(scores: ArrayLike, labels: ArrayLike) -> float:
+    """Area under the ROC curve of ``scores`` for ``labels``, by ranks (Mann-Whitney U).
+
+    ``AUC = (sum of the ranks of the positives - n_pos (n_pos + 1) / 2) / (n_pos n_neg)``, ranks
+    1..n ascending with tied scores given their average rank (a tie between a positive and a
+    negative counts one half). 1 = every positive scores above every negative, 0.5 = chance.
+
+    Args:
+        scores: ``(n,)`` any real values (flattened if not 1-D).
+        labels: ``(n,)`` bool (or 0/1).
+    Returns:
+        the AUC in [0, 1]; NaN when only one class is present.
+    """
+    s = _t(scores).reshape(-1)
+    y = _t(labels, None).reshape(-1).bool()
+    if s.shape != y.shape:
+        raise ValueError(f"roc_auc: scores and labels differ in size: {s.numel()} vs {y.numel()}")
+    n_pos = int(y.sum())
+    n_neg = y.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    order = s.argsort()
+    sorted_s = s[order]
+    # average rank of each run of ties
+    _, inverse, counts = torch.unique_consecutive(sorted_s, return_inverse=True,
+                                                  return_counts=True)
+    ends = counts.cumsum(0).to(torch.float64)  # last 1-based rank of each run
+    avg_rank = ends - (counts.to(torch.float64) - 1) / 2  # (runs,)
+    ranks = torch.empty_like(s)
+    ranks[order] = avg_rank[inverse]
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_pos * n_neg))
+
+
+def iou(mask: ArrayLike, truth: ArrayLike) -> float:
+    """Intersection over union of two boolean masks of the same shape; NaN if both are empty."""
+    a = _t(mask, None).bool()
+    b = _t(truth, None).bool()
+    _check_same_shape("iou", mask=a, truth=b)
+    union = int((a | b).sum())
+    return math.nan if union == 0 else int((a & b).sum()) / union
+
+
+def mask_localisation(mask: ArrayLike, truth: ArrayLike,
+                      threshold: float = 0.5) -> dict[str, float]:
+    """How well a soft mask finds a ground-truth event (synthetic data).
+
+    Args:
+        mask: ``(T, F)`` explanation mask in [0, 1].
+        truth: ``(T, F)`` bool, the true event's time-frequency support.
+        threshold: the mask is binarised with ``mask >= threshold`` for the IoU.
+    Returns:
+        ``{"auc": ROC-AUC of the mask values as scores for the truth bins,
+        "iou": IoU of (mask >= threshold) with the truth}`` (NaN where undefined).
+    """
+    m = _t(mask)
+    t = _t(truth, None).bool()
+    _check_same_shape("mask_localisation", mask=m, truth=t)
+    return {"auc": roc_auc(m, t), "iou": iou(m >= threshold, t)}
+
+
+__all__ = [
+    "fidelity_topk", "average_increase", "average_drop", "average_gain",
+    "average_drop_sb_compatible", "faithfulness_ff", "input_fidelity", "sparseness",
+    "complexity", "removal_mask", "random_like_selection", "component_removal", "roc_auc", "iou",
+    "mask_localisation",
+]
