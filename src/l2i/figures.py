@@ -1,0 +1,149 @@
+"""Figures of explanations (matplotlib, headless): spectrograms, mask, activations, classes.
+
+:func:`explanation_figure` draws one :class:`l2i.explain.Explanation` into a PNG: the input
+spectrogram, the mask, the explanation spectrogram (time in seconds, frequency in Hz, dB colour
+scales shared between input and explanation), the activations over time of the selected
+components, and the top-5 classes of the classifier next to theta's. The report reuses it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DB_RANGE = 80.0  # dynamic range shown by the spectrogram panels
+
+
+def _mpl():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def to_db(mag: np.ndarray, ref: float | None = None) -> np.ndarray:
+    """``20 log10(|X| / ref)`` with ``ref`` = the max (default), floored at -``DB_RANGE``."""
+    mag = np.abs(np.asarray(mag, dtype=np.float64))
+    ref = float(mag.max()) if ref is None else float(ref)
+    if ref <= 0:
+        return np.full(mag.shape, -DB_RANGE)
+    return np.maximum(20.0 * np.log10(np.maximum(mag, 1e-12) / ref), -DB_RANGE)
+
+
+def _extent(n_frames: int, n_freq: int, hop_length: int, sample_rate: int) -> list[float]:
+    return [0.0, n_frames * hop_length / sample_rate, 0.0, sample_rate / 2.0]
+
+
+def plot_spectrogram(ax: Any, img: np.ndarray, extent: list[float], title: str,
+                     cmap: str = "magma", vmin: float | None = None, vmax: float | None = None,
+                     label: str = "dB") -> Any:
+    """``img (T, F)`` as an image with time (s) on x and frequency (Hz) on y; returns it."""
+    im = ax.imshow(np.asarray(img).T, origin="lower", aspect="auto", extent=extent, cmap=cmap,
+                   vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("frequency (Hz)")
+    cb = ax.figure.colorbar(im, ax=ax, pad=0.01)
+    cb.set_label(label)
+    return im
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save a figure as PNG atomically and close it."""
+    plt = _mpl()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
+def explanation_figure(expl: Any, path: str | os.PathLike, title: str | None = None,
+                       max_components: int = 8) -> Path:
+    """Draw one explanation into ``path`` (PNG) and return the path.
+
+    Panels: input spectrogram, mask ``M``, explanation spectrogram ``M * |X|`` (same dB scale
+    as the input), activations ``H_k(t)`` of the (at most ``max_components`` most relevant)
+    selected components, and the top-5 classes of the classifier vs theta.
+    """
+    plt = _mpl()
+    mag = np.asarray(expl.input_magnitude)  # (T, F)
+    mask = np.asarray(expl.mask)  # (T, F)
+    n_t, n_f = mag.shape
+    sr, hop = int(expl.sample_rate), int(expl.hop_length)
+    ext = _extent(n_t, n_f, hop, sr)
+    ref = float(mag.max()) if mag.size and mag.max() > 0 else 1.0
+
+    fig = plt.figure(figsize=(13, 8.5), layout="constrained")
+    grid = fig.add_gridspec(2, 6)
+    ax_in = fig.add_subplot(grid[0, 0:2])
+    ax_mask = fig.add_subplot(grid[0, 2:4], sharex=ax_in, sharey=ax_in)
+    ax_ex = fig.add_subplot(grid[0, 4:6], sharex=ax_in, sharey=ax_in)
+    ax_h = fig.add_subplot(grid[1, 0:4])
+    ax_cls = fig.add_subplot(grid[1, 4:6])
+
+    plot_spectrogram(ax_in, to_db(mag, ref), ext, "input |X|", vmin=-DB_RANGE, vmax=0.0,
+                     label="dB re max")
+    plot_spectrogram(ax_mask, mask, ext, "mask M = W_L H_L / W H", cmap="viridis", vmin=0.0,
+                     vmax=1.0, label="mask")
+    plot_spectrogram(ax_ex, to_db(mag * mask, ref), ext,
+                     f"explanation M·|X| ('{expl.target_name}')", vmin=-DB_RANGE, vmax=0.0,
+                     label="dB re input max")
+
+    # component activations over time
+    times = (np.arange(n_t) * hop) / sr
+    H = np.asarray(expl.H)  # (K, T)
+    shown = list(expl.selected)[:max_components]
+    if shown:
+        for k in shown:
+            ax_h.plot(times, H[k], lw=1.2, label=f"k={k} (r={expl.relevance[k]:.2f})")
+        ax_h.legend(fontsize=8, ncol=2, loc="upper right")
+        extra = len(expl.selected) - len(shown)
+        sub = f" (+{extra} more)" if extra > 0 else ""
+        ax_h.set_title(f"activations of the {len(shown)} selected components{sub}", fontsize=10)
+    else:
+        ax_h.text(0.5, 0.5, "no component passed the relevance threshold: empty explanation",
+                  ha="center", va="center", transform=ax_h.transAxes)
+        ax_h.set_title("activations of the selected components", fontsize=10)
+    ax_h.set_xlim(0, max(times[-1] if n_t else 0.0, 1e-3))
+    ax_h.set_xlabel("time (s)")
+    ax_h.set_ylabel("activation H_k(t)")
+    ax_h.grid(alpha=0.3)
+
+    # top classes, classifier vs theta
+    names = list(expl.class_names) or [str(i) for i in range(len(expl.classifier_probs))]
+    pc, pt = np.asarray(expl.classifier_probs), np.asarray(expl.theta_probs)
+    top = list(np.argsort(-pc)[:5])
+    if expl.target not in top:
+        top[-1] = expl.target
+    y = np.arange(len(top))
+    ax_cls.barh(y - 0.2, pc[top], height=0.4, label="classifier", color="tab:blue")
+    ax_cls.barh(y + 0.2, pt[top], height=0.4, label="theta (from H)", color="tab:orange")
+    ax_cls.set_yticks(y, [("→ " if i == expl.target else "") + names[i] for i in top],
+                      fontsize=9)
+    ax_cls.invert_yaxis()
+    ax_cls.set_xlim(0, 1)
+    ax_cls.set_xlabel("probability")
+    ax_cls.set_title("top classes", fontsize=10)
+    ax_cls.legend(fontsize=8, loc="lower right")
+    ax_cls.grid(axis="x", alpha=0.3)
+
+    fig.suptitle(title or f"explanation of '{expl.target_name}'", fontsize=12)
+    return save_figure(fig, path)
+
+
+__all__ = ["explanation_figure", "plot_spectrogram", "save_figure", "to_db"]
