@@ -1,0 +1,202 @@
+"""The classifiers to interpret: one interface, a factory, self-describing checkpoints.
+
+Every classifier is an :class:`AudioClassifier`:
+
+- ``frontend`` (:class:`l2i.features.Frontend`) turns a linear magnitude spectrogram
+  ``mag (B, T, F_stft)`` into the network input ``x (B, T, F_in)`` (log1p mel or log1p |X|);
+- ``forward_features(x) -> (logits (B, C), maps)`` runs the network on that input, so training
+  can augment ``x`` (SpecAugment) in between;
+- ``forward(mag) = forward_features(frontend(mag))``;
+- ``maps`` is a dict ``name -> (B, C_i, T_i, F_i)`` of hidden maps (time before frequency),
+  in the order of ``map_names``; ``map_channels[name] = C_i``. The interpreter reads them.
+
+Checkpoint format (``classifier.ckpt``, a plain dict, loadable with ``weights_only=True``)::
+
+    {"format": "l2i-classifier", "version": 1, "model": asdict(ClassifierModelConfig),
+     "n_classes": C, "features": asdict(FeaturesConfig), "class_names": [...],
+     "state_dict": {...}, "metrics": {...}, "l2i_version": "x.y.z"}
+
+:func:`load_classifier` needs nothing but that file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from l2i.config import ClassifierModelConfig, FeaturesConfig, from_dict
+from l2i.errors import L2IError
+from l2i.features import Frontend
+
+CKPT_FORMAT = "l2i-classifier"
+CKPT_VERSION = 1
+ARCHS = ("conv2d", "cnn14")
+
+
+class AudioClassifier(nn.Module):
+    """Base class: magnitude spectrogram -> (logits, named hidden maps).
+
+    Subclasses set ``frontend``, ``map_names`` (tuple) and ``map_channels`` (dict) and implement
+    :meth:`forward_features`.
+    """
+
+    frontend: Frontend
+    map_names: tuple[str, ...]
+    map_channels: dict[str, int]
+    n_classes: int
+
+    def forward_features(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Network input ``x (B, T, F_in)`` -> ``(logits (B, C), maps)``."""
+        raise NotImplementedError
+
+    def forward(self, mag: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Linear magnitude ``mag (B, T, F_stft)`` -> ``(logits (B, C), maps)``."""
+        return self.forward_features(self.frontend(mag))
+
+
+def input_bins(model_cfg: ClassifierModelConfig, features: FeaturesConfig) -> int:
+    """Number of frequency bins of the network input (n_mels or n_fft // 2 + 1)."""
+    if model_cfg.input == "log1p_mel":
+        return features.n_mels
+    if model_cfg.input == "log1p_mag":
+        return features.n_freq
+    raise L2IError(f"model.input must be log1p_mel or log1p_mag, got {model_cfg.input!r}")
+
+
+@dataclass
+class ClassifierInfo:
+    """What a classifier checkpoint says about itself."""
+
+    model: ClassifierModelConfig
+    features: FeaturesConfig
+    n_classes: int
+    class_names: list[str]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    l2i_version: str = ""
+    path: str | None = None
+
+
+def build_classifier(model_cfg: ClassifierModelConfig, features: FeaturesConfig,
+                     n_classes: int, load_pretrained: bool = True) -> AudioClassifier:
+    """A fresh classifier for ``model_cfg.arch``.
+
+    With ``model_cfg.pretrained`` set (and ``load_pretrained``), backbone weights are loaded
+    from a SpeechBrain CNN14 pair or a PANNs ``.pth`` (see :mod:`l2i.models.pretrained`).
+    """
+    if n_classes < 2:
+        raise L2IError(f"a classifier needs at least 2 classes, got {n_classes}")
+    n_in = input_bins(model_cfg, features)
+    if model_cfg.arch == "conv2d":
+        from l2i.models.conv2d import Conv2dClassifier
+        model: AudioClassifier = Conv2dClassifier(features, n_classes, input=model_cfg.input,
+                                                  width=model_cfg.width,
+                                                  embed_dim=model_cfg.embed_dim,
+                                                  dropout=model_cfg.dropout)
+    elif model_cfg.arch == "cnn14":
+        from l2i.models.cnn14 import CNN14
+        model = CNN14(features, n_classes, input=model_cfg.input,
+                      embed_dim=model_cfg.embed_dim, dropout=model_cfg.dropout)
+    else:
+        raise L2IError(f"unknown model.arch {model_cfg.arch!r}: use one of {', '.join(ARCHS)}")
+    assert n_in > 0
+    if model_cfg.pretrained and load_pretrained:
+        from l2i.models.pretrained import load_pretrained as _load
+        _load(model, model_cfg.pretrained)
+    return model
+
+
+def classifier_dict(model: AudioClassifier, model_cfg: ClassifierModelConfig,
+                    features: FeaturesConfig, class_names: list[str],
+                    metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The checkpoint dict of a classifier (weights moved to CPU)."""
+    from l2i import __version__
+
+    if len(class_names) != model.n_classes:
+        raise L2IError(f"{len(class_names)} class names for a {model.n_classes}-class model")
+    return {
+        "format": CKPT_FORMAT, "version": CKPT_VERSION, "model": asdict(model_cfg),
+        "n_classes": int(model.n_classes), "features": asdict(features),
+        "class_names": [str(c) for c in class_names],
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "metrics": dict(metrics or {}), "l2i_version": __version__,
+    }
+
+
+def save_classifier(path: str | os.PathLike, model: AudioClassifier,
+                    model_cfg: ClassifierModelConfig, features: FeaturesConfig,
+                    class_names: list[str], metrics: dict[str, Any] | None = None) -> Path:
+    """Write ``classifier.ckpt`` atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(classifier_dict(model, model_cfg, features, class_names, metrics), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_classifier(path_or_dict: str | os.PathLike | dict[str, Any],
+                    map_location: str | torch.device = "cpu"
+                    ) -> tuple[AudioClassifier, ClassifierInfo]:
+    """Rebuild a classifier from its checkpoint (a path or the dict itself), in eval mode."""
+    where = "classifier checkpoint"
+    if isinstance(path_or_dict, dict):
+        ck = path_or_dict
+    else:
+        where = str(path_or_dict)
+        if not Path(path_or_dict).is_file():
+            raise L2IError(f"classifier checkpoint {where} not found: train one with "
+                           "'l2i train-classifier' or give the path of its classifier.ckpt")
+        try:
+            ck = torch.load(path_or_dict, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 (any unpickling failure is a bad file)
+            raise L2IError(f"{where} could not be read as an l2i classifier checkpoint "
+                           f"({type(err).__name__}: {err})") from None
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+        fmt = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
+        raise L2IError(f"{where} is not an l2i classifier checkpoint (format {fmt!r}); "
+                       "SpeechBrain/PANNs weights are loaded with model.pretrained instead")
+    if int(ck.get("version", 0)) > CKPT_VERSION:
+        raise L2IError(f"{where} has checkpoint version {ck.get('version')}, newer than this "
+                       f"l2i understands ({CKPT_VERSION}); upgrade l2i")
+    missing = [k for k in ("model", "n_classes", "features", "class_names", "state_dict")
+               if k not in ck]
+    if missing:
+        raise L2IError(f"{where} lacks the keys {missing}")
+    model_cfg = from_dict(ClassifierModelConfig, dict(ck["model"]))
+    features = from_dict(FeaturesConfig, dict(ck["features"]))
+    model = build_classifier(model_cfg, features, int(ck["n_classes"]), load_pretrained=False)
+    result = model.load_state_dict(ck["state_dict"], strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise L2IError(f"{where}: weights do not fit a {model_cfg.arch} model; missing keys "
+                       f"{result.missing_keys[:10]}, unexpected keys {result.unexpected_keys[:10]}")
+    model = model.to(map_location).eval()
+    info = ClassifierInfo(model=model_cfg, features=features, n_classes=int(ck["n_classes"]),
+                          class_names=list(ck["class_names"]), metrics=dict(ck.get("metrics", {})),
+                          l2i_version=str(ck.get("l2i_version", "")),
+                          path=None if isinstance(path_or_dict, dict) else str(path_or_dict))
+    return model, info
+
+
+def input_batchnorm(x: Tensor, bn: nn.BatchNorm2d) -> Tensor:
+    """Per-frequency-bin BatchNorm of ``x (B, 1, T, F)`` (CNN14's ``bn0``/``norm0``)."""
+    x = x.transpose(1, 3)  # (B, F, T, 1)
+    x = bn(x)
+    return x.transpose(1, 3)  # (B, 1, T, F)
+
+
+def make_frontend(features: FeaturesConfig, kind: str) -> Frontend:
+    """The :class:`~l2i.features.Frontend` for ``model.input`` (L2IError on a bad kind)."""
+    try:
+        return Frontend(features, kind)
+    except ValueError as err:
+        raise L2IError(f"model.input: {err}") from None
+
+
+__all__ = ["AudioClassifier", "ClassifierInfo", "build_classifier", "save_classifier",
+           "load_classifier", "classifier_dict", "input_bins", "input_batchnorm",
+           "make_frontend", "CKPT_FORMAT", "ARCHS"]

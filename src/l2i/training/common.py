@@ -1,0 +1,261 @@
+"""Lightning plumbing shared by every training command (classifier, interpreter).
+
+- :func:`resolve_device` turns ``trainer.device`` (``auto | cpu | cuda | cuda:N | mps``) into
+  Lightning's ``(accelerator, devices)``; :func:`torch_device` into a ``torch.device`` for code
+  that runs outside a Trainer (evaluation, interpretation).
+- :func:`build_trainer` makes a ``lightning.Trainer`` from a :class:`~l2i.config.TrainerConfig`:
+  best checkpoint on a monitored metric + ``last.ckpt`` (for ``--trainer.resume``) in
+  ``output_folder/checkpoints``, CSV logs in ``output_folder/logs`` (TensorBoard too when asked),
+  progress bar, gradient clipping, precision, DDP when ``trainer.devices > 1`` (gloo on CPU),
+  determinism and the seed.
+- :func:`resume_checkpoint` decides whether a run continues from ``last.ckpt``, starts afresh,
+  or must be refused (a finished run is never overwritten silently).
+- :func:`configure_optimizers` builds the optimiser and LR schedule (cosine with linear warmup,
+  stepped per batch; ReduceLROnPlateau on the monitored metric; or none) in Lightning's format.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from l2i.config import TrainerConfig
+from l2i.errors import ConfigError, L2IError
+
+CHECKPOINT_DIR = "checkpoints"
+LAST_CKPT = "last.ckpt"
+
+
+# --------------------------------------------------------------------------- devices
+def resolve_device(name: str) -> tuple[str, int | list[int]]:
+    """``trainer.device`` -> Lightning ``(accelerator, devices)``.
+
+    ``auto`` picks CUDA, then MPS, then CPU (one device); ``cuda`` is the first GPU (``gpu``,
+    ``1``), ``cuda:N`` exactly GPU ``N`` (``gpu``, ``[N]``); ``cpu`` / ``mps`` one device.
+    Raises ConfigError for an unknown name or a device this machine lacks.
+    """
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "gpu", 1
+        if _mps_available():
+            return "mps", 1
+        return "cpu", 1
+    if name == "cpu":
+        return "cpu", 1
+    if name == "mps":
+        if not _mps_available():
+            raise ConfigError("trainer.device is 'mps' but MPS is not available on this machine; "
+                              "use --trainer.device cpu (or auto)")
+        return "mps", 1
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"trainer.device is {name!r} but CUDA is not available here; "
+                              "use --trainer.device cpu (or auto)")
+        if name == "cuda":
+            return "gpu", 1
+        idx_text = name.split(":", 1)[1]
+        if not idx_text.isdigit() or int(idx_text) >= torch.cuda.device_count():
+            raise ConfigError(f"trainer.device {name!r}: GPU index must be 0.."
+                              f"{torch.cuda.device_count() - 1}")
+        return "gpu", [int(idx_text)]
+    raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+
+
+def torch_device(name: str) -> torch.device:
+    """``auto | cpu | cuda | cuda:N | mps`` -> a ``torch.device`` (same rules as resolve_device)."""
+    accelerator, devices = resolve_device(name)
+    if accelerator == "gpu":
+        return torch.device(f"cuda:{devices[0]}" if isinstance(devices, list) else "cuda")
+    return torch.device(accelerator)
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+# --------------------------------------------------------------------------- trainer
+def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, monitor: str,
+                  mode: str, extra_callbacks: Sequence[Any] = ()) -> Any:
+    """A ``lightning.Trainer`` writing into ``output_folder``.
+
+    ``monitor``/``mode`` (``"max"`` or ``"min"``) choose the best checkpoint, saved as
+    ``checkpoints/best-epochNNN.ckpt`` next to ``checkpoints/last.ckpt`` (every epoch, for
+    resuming). Seeds everything with ``trainer.seed`` first.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    out = Path(output_folder)
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(trainer_cfg.seed, workers=True, verbose=False)
+
+    accelerator, devices = resolve_device(trainer_cfg.device)
+    if trainer_cfg.devices < 1:
+        raise ConfigError(f"trainer.devices must be >= 1, got {trainer_cfg.devices}")
+    if trainer_cfg.devices > 1:
+        if isinstance(devices, list):
+            raise ConfigError("trainer.devices > 1 cannot be combined with a single "
+                              f"trainer.device {trainer_cfg.device!r}; use cuda or auto")
+        devices = trainer_cfg.devices
+    n_proc = len(devices) if isinstance(devices, list) else devices
+    strategy: Any = trainer_cfg.strategy
+    if strategy == "auto" and n_proc > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+        strategy = DDPStrategy(process_group_backend="gloo" if accelerator == "cpu" else "nccl")
+
+    ckpt_dir = out / CHECKPOINT_DIR
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-epoch{epoch:03d}",
+                           auto_insert_metric_name=False, monitor=monitor, mode=mode,
+                           save_top_k=1, save_last=True)
+    callbacks: list[Any] = [best, *extra_callbacks]
+    if trainer_cfg.progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=1))
+
+    from lightning.pytorch.loggers import CSVLogger
+    loggers: list[Any] = [CSVLogger(save_dir=str(out), name="logs")]
+    if trainer_cfg.tensorboard:
+        try:
+            import tensorboard  # noqa: F401
+            from lightning.pytorch.loggers import TensorBoardLogger
+        except ImportError:
+            raise ConfigError("trainer.tensorboard is true but the 'tensorboard' package is not "
+                              "installed: pip install tensorboard, or set "
+                              "--trainer.tensorboard false") from None
+        loggers.append(TensorBoardLogger(save_dir=str(out), name="tensorboard"))
+
+    limit = _limit(trainer_cfg.limit_batches)
+    return L.Trainer(
+        accelerator=accelerator, devices=devices, strategy=strategy,
+        precision=trainer_cfg.precision, max_epochs=trainer_cfg.epochs,
+        gradient_clip_val=trainer_cfg.grad_clip if trainer_cfg.grad_clip > 0 else None,
+        deterministic="warn" if trainer_cfg.deterministic else False,
+        callbacks=callbacks, logger=loggers, default_root_dir=str(out),
+        enable_progress_bar=trainer_cfg.progress, enable_model_summary=trainer_cfg.progress,
+        limit_train_batches=limit, limit_val_batches=limit,
+        num_sanity_val_steps=0, log_every_n_steps=10,
+    )
+
+
+def _limit(value: float | None) -> int | float | None:
+    """``trainer.limit_batches``: None = all, <= 1 a fraction, > 1 a number of batches."""
+    if value is None:
+        return None
+    if value <= 0:
+        raise ConfigError(f"trainer.limit_batches must be > 0 (or null), got {value}")
+    return int(value) if value > 1 else float(value)
+
+
+def best_checkpoint_path(trainer: Any) -> str | None:
+    """Path of the best checkpoint kept by :func:`build_trainer`'s ModelCheckpoint, if any.
+
+    After a resume the callback's state is restored from ``last.ckpt``, so this still points at
+    the best epoch of the whole run.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.best_model_path:
+            return cb.best_model_path
+    return None
+
+
+# --------------------------------------------------------------------------- resuming
+def resume_checkpoint(output_folder: str | os.PathLike, trainer_cfg: TrainerConfig,
+                      final: str | None = None) -> str | None:
+    """The checkpoint to resume from, or None for a fresh run.
+
+    With ``trainer.resume``: ``output_folder/checkpoints/last.ckpt`` (L2IError if absent).
+    Without it, refuse to start over a finished run (``output_folder/<final>`` exists) or an
+    interrupted one (``last.ckpt`` exists): the user either resumes or picks a fresh folder.
+    """
+    out = Path(output_folder)
+    last = out / CHECKPOINT_DIR / LAST_CKPT
+    if trainer_cfg.resume:
+        if not last.is_file():
+            raise L2IError(f"--trainer.resume: no checkpoint to resume from ({last} does not "
+                           "exist); run without --trainer.resume to start training")
+        return str(last)
+    if final is not None and (out / final).exists():
+        raise L2IError(f"{out} already holds a finished run ({out / final}); pass "
+                       "--trainer.resume true to continue it, or choose a fresh --output_folder")
+    if last.is_file():
+        raise L2IError(f"{out} holds an interrupted run ({last}); pass --trainer.resume true "
+                       "to continue it, or choose a fresh --output_folder")
+    return None
+
+
+# --------------------------------------------------------------------------- optimisation
+def configure_optimizers(params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]],
+                         trainer_cfg: TrainerConfig, steps_per_epoch: int,
+                         monitor: str = "valid_loss", mode: str = "min") -> dict[str, Any]:
+    """Optimiser + LR schedule in the format ``LightningModule.configure_optimizers`` returns.
+
+    ``trainer.optimizer``: ``adam`` | ``adamw`` | ``sgd`` (momentum 0.9, Nesterov), with
+    ``trainer.lr`` and ``trainer.weight_decay``. ``trainer.scheduler``:
+
+    - ``cosine``: linear warmup over ``warmup_epochs * steps_per_epoch`` steps, then a cosine from
+      ``lr`` down to 0 at ``epochs * steps_per_epoch`` steps; stepped every batch.
+    - ``plateau``: ReduceLROnPlateau on ``monitor`` (``mode``), factor ``plateau_factor``,
+      patience ``plateau_patience`` epochs.
+    - ``none``: a constant learning rate.
+    """
+    name = trainer_cfg.optimizer.lower()
+    lr, wd = trainer_cfg.lr, trainer_cfg.weight_decay
+    if name == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    elif name == "adamw":
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    elif name == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=0.9, nesterov=True)
+    else:
+        raise ConfigError(f"unknown trainer.optimizer {trainer_cfg.optimizer!r}: "
+                          "use adam, adamw or sgd")
+
+    sched = trainer_cfg.scheduler.lower()
+    if sched == "none":
+        return {"optimizer": opt}
+    if sched == "cosine":
+        total = max(1, trainer_cfg.epochs * max(1, steps_per_epoch))
+        warmup = min(total - 1, max(0, int(trainer_cfg.warmup_epochs * max(1, steps_per_epoch))))
+        lam = _cosine_with_warmup(warmup, total)
+        return {"optimizer": opt, "lr_scheduler": {
+            "scheduler": torch.optim.lr_scheduler.LambdaLR(opt, lam), "interval": "step"}}
+    if sched == "plateau":
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode=mode, factor=trainer_cfg.plateau_factor,
+            patience=trainer_cfg.plateau_patience)
+        return {"optimizer": opt, "lr_scheduler": {
+            "scheduler": plateau, "interval": "epoch", "monitor": monitor}}
+    raise ConfigError(f"unknown trainer.scheduler {trainer_cfg.scheduler!r}: "
+                      "use cosine, plateau or none")
+
+
+class _cosine_with_warmup:  # noqa: N801 (a picklable lambda)
+    """LR multiplier at step s: ``(s+1)/warmup`` during warmup, then half a cosine to 0."""
+
+    def __init__(self, warmup: int, total: int) -> None:
+        self.warmup, self.total = warmup, total
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# names used in docs/architecture.md
+configure_optim = configure_optimizers
+resume_path = resume_checkpoint
+
+__all__ = ["resolve_device", "torch_device", "build_trainer", "best_checkpoint_path",
+           "resume_checkpoint", "configure_optimizers", "configure_optim", "resume_path",
+           "CHECKPOINT_DIR", "LAST_CKPT"]
