@@ -26,6 +26,7 @@ is the ``l2i interpret`` command.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from l2i.errors import ConfigError, DataError, L2IError
 
 DEFAULT_RELEVANCE_TH = 0.2
 MASK_EPS = 1e-10
+MIN_DURATION_S = 1.0  # shorter inputs are zero-padded to this for the analysis (see explain)
 
 
 # --------------------------------------------------------------------------- pure math
@@ -258,11 +260,12 @@ class Explainer:
     """
 
     def __init__(self, interpreter: Any, relevance_th: float | None = None,
-                 top_k: int | None = None) -> None:
+                 top_k: int | None = None, min_duration_s: float = MIN_DURATION_S) -> None:
         self.interpreter = interpreter.eval()
         self.relevance_th = float(relevance_th if relevance_th is not None
                                   else _checkpoint_relevance_th(interpreter))
         self.top_k = top_k
+        self.min_duration_s = float(min_duration_s)
 
     @classmethod
     def load(cls, ckpt: str | os.PathLike, device: str | torch.device = "cpu",
@@ -352,7 +355,10 @@ class Explainer:
         explained in one batched forward pass. It is not normalised: pass audio as the
         classifier saw it in training (``l2i.audio.load_audio`` peak-normalises by default).
         Returns one :class:`Explanation` for ``(N,)``, a list for ``(B, N)``; the explanation
-        audio is at the model's sample rate, as long as the resampled input.
+        audio is at the model's sample rate, as long as the resampled input. Inputs shorter
+        than ``min_duration_s`` (1 s) are zero-padded at the end for the classifier (whose
+        pooling needs a few frames; training clips are zero-padded the same way) and the
+        mask, activations and audio are cropped back to the input's frames.
         """
         from l2i.audio import resample
 
@@ -369,27 +375,35 @@ class Explainer:
         if int(sample_rate) != sr:
             x2 = np.stack([resample(row, int(sample_rate), sr) for row in x2])  # (B, N')
         n = x2.shape[1]
+        n_min = int(math.ceil(self.min_duration_s * sr))
+        if n < n_min:
+            x2 = np.pad(x2, ((0, 0), (0, n_min - n)))  # (B, n_min)
+        t_in = feats.n_frames(n, self.features)  # frames of the unpadded input
         tgt = self.resolve_target(target)
         wav = torch.from_numpy(np.ascontiguousarray(x2)).to(self.device)  # (B, N)
         spec = feats.stft(wav, self.features)  # (B, T, F) complex
         mag, ph = feats.magnitude(spec), feats.phase(spec)
         b = self.explain_batch(mag, tgt)
         audio = to_audio(explanation_magnitude(b.mask, mag), ph, self.features, length=n)
-        out = [self._one(b, i, audio[i], mag[i]) for i in range(mag.shape[0])]
+        out = [self._one(b, i, audio[i], mag[i], t_in) for i in range(mag.shape[0])]
         return out[0] if single else out
 
-    def _one(self, b: BatchExplanation, i: int, audio: Tensor, mag: Tensor) -> Explanation:
+    def _one(self, b: BatchExplanation, i: int, audio: Tensor, mag: Tensor,
+             n_frames: int) -> Explanation:
         names = self.class_names
         t = int(b.target[i])
+        sel = b.selected[i]
+        order = b.relevance[i][sel].argsort(descending=True)
         return Explanation(
             audio=audio.float().cpu().numpy(), sample_rate=self.sample_rate,
-            mask=b.mask[i].float().cpu().numpy(), relevance=b.relevance[i].float().cpu().numpy(),
-            selected=[int(k) for k in torch.nonzero(b.selected[i]).flatten()
-                      [b.relevance[i][b.selected[i]].argsort(descending=True)]],
+            mask=b.mask[i, :n_frames].float().cpu().numpy(),
+            relevance=b.relevance[i].float().cpu().numpy(),
+            selected=[int(k) for k in torch.nonzero(sel).flatten()[order]],
             target=t, target_name=names[t] if t < len(names) else str(t),
             classifier_probs=b.probs[i].float().cpu().numpy(),
             theta_probs=b.theta_probs[i].float().cpu().numpy(),
-            H=b.H[i].float().cpu().numpy(), input_magnitude=mag.float().cpu().numpy(),
+            H=b.H[i, :, :n_frames].float().cpu().numpy(),
+            input_magnitude=mag[:n_frames].float().cpu().numpy(),
             class_names=names, hop_length=self.features.hop_length,
             relevance_th=None if self.top_k else self.relevance_th, top_k=self.top_k)
 
