@@ -20,7 +20,7 @@ Outputs in ``output_folder``: ``metrics.json``, ``per_clip.csv``, ``metrics.md``
 ``examples/NAME.{input.wav,explanation.wav,png,json}`` and ``config.yaml``.
 
 Contaminations (all from the test clips themselves, seeded by ``cfg.seed``; every mixture is
-then peak-normalised with ``x / (max|x| + eps)`` when the data config normalises by peak):
+then peak-normalised with ``x / (max|x| + eps)``):
 
 - ``white_noise``: ``s + n`` with white Gaussian noise ``n`` at 0 dB SNR (equal power);
 - ``mixtures``: ``0.8 s/||s|| + 0.2 n/||n||`` with ``n`` another TEST clip of a different class
@@ -70,9 +70,12 @@ REFERENCE_ROWS = [
 
 # --------------------------------------------------------------------------- contamination
 def contaminate(wavs: np.ndarray, labels: np.ndarray, kind: str, seed: int,
-                noise_folder: str | None = None, sample_rate: int | None = None,
-                peak_normalize: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+                noise_folder: str | None = None,
+                sample_rate: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """A contaminated copy of the test clips (the input is never modified).
+
+    Every contaminated clip is peak-normalised, ``x / (max|x| + eps)`` (the reference divided
+    by the signed max, REFERENCE_RECIPE §10.12).
 
     Args:
         wavs: ``(N, S)`` float32 test clips.
@@ -81,54 +84,35 @@ def contaminate(wavs: np.ndarray, labels: np.ndarray, kind: str, seed: int,
         seed: seeds every random draw (same seed -> same set).
         noise_folder: the noise corpus for ``noise_folder``.
         sample_rate: Hz, needed by ``noise_folder``.
-        peak_normalize: divide each contaminated clip by ``max|x| + eps``.
     Returns:
         ``(wavs (N, S) float32, partner (N,) int64 or None)``: ``partner[i]`` is the index of
         the clip mixed into clip ``i`` (``mixtures`` only).
     """
+    from l2i.noise import NoiseBank, mix_at_snr, white_noise_like
+
     if kind not in CONTAMINATIONS:
         raise ConfigError(f"contamination must be one of {', '.join(CONTAMINATIONS)}, "
                           f"got {kind!r}")
     x = np.asarray(wavs, dtype=np.float32)
     if kind == "none":
         return x, None
-    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(int(seed))
+    clean = torch.from_numpy(np.ascontiguousarray(x))  # (N, S)
     partner = None
     if kind == "white_noise":
-        noise = rng.standard_normal(x.shape).astype(np.float32)  # (N, S)
-        out = mix_equal_power(x, noise)
+        out = mix_at_snr(clean, white_noise_like(clean, gen), 0.0)  # (N, S)
     elif kind == "mixtures":
-        partner = draw_partners(np.asarray(labels), rng)  # (N,)
+        partner = draw_partners(np.asarray(labels), np.random.default_rng(seed))  # (N,)
         w_s, w_n = MIX_WEIGHTS
-        out = w_s * _unit_norm(x) + w_n * _unit_norm(x[partner])  # (N, S)
+        mix = w_s * _unit_norm(clean) + w_n * _unit_norm(clean[partner])  # (N, S)
+        out = mix / (mix.abs().amax(dim=1, keepdim=True) + PEAK_EPS)
     else:  # noise_folder
         if not noise_folder:
             raise ConfigError("contamination 'noise_folder' needs --noise_folder P (a folder of "
                               "audio files, e.g. WHAM! tr/)")
-        from l2i.noise import NoiseBank
-
         bank = NoiseBank(noise_folder, int(sample_rate or 0), x.shape[1], seed)
-        gen = torch.Generator().manual_seed(int(seed))
-        noise = bank.sample(x.shape[0], gen)  # (N, S)
-        noise = noise.numpy() if isinstance(noise, Tensor) else np.asarray(noise)
-        out = mix_equal_power(x, noise.astype(np.float32))
-    if peak_normalize:
-        out = out / (np.abs(out).max(axis=1, keepdims=True) + PEAK_EPS)
-    return np.ascontiguousarray(out, dtype=np.float32), partner
-
-
-def mix_equal_power(clean: np.ndarray, noise: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """``clean + g * noise`` with ``g`` per clip so that both have the same power (0 dB SNR).
-
-    Args:
-        clean, noise: ``(N, S)``.
-    Returns:
-        ``(N, S)``; a silent ``noise`` row adds nothing.
-    """
-    p_s = np.mean(clean.astype(np.float64) ** 2, axis=1, keepdims=True)  # (N, 1)
-    p_n = np.mean(noise.astype(np.float64) ** 2, axis=1, keepdims=True)  # (N, 1)
-    gain = np.sqrt(p_s / np.maximum(p_n, eps))
-    return (clean + gain * noise).astype(np.float32)
+        out = mix_at_snr(clean, bank.sample(x.shape[0], gen), 0.0)  # (N, S)
+    return np.ascontiguousarray(out.numpy(), dtype=np.float32), partner
 
 
 def draw_partners(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -145,9 +129,9 @@ def draw_partners(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _unit_norm(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+def _unit_norm(x: Tensor, eps: float = 1e-12) -> Tensor:
     """Each row divided by its L2 norm. ``(N, S)``."""
-    return x / (np.linalg.norm(x, axis=1, keepdims=True) + eps)
+    return x / (x.norm(dim=1, keepdim=True) + eps)
 
 
 # --------------------------------------------------------------------------- batched core
@@ -181,7 +165,6 @@ def score_clips(explainer: Any, wavs: np.ndarray, batch_size: int, seed: int = 0
     interp = explainer.interpreter
     fcfg = explainer.features
     device = explainer.device
-    clf = interp.classifier
     gen = torch.Generator().manual_seed(int(seed))
     n = wavs.shape[0]
     cols: dict[str, list[np.ndarray]] = {}
@@ -194,7 +177,7 @@ def score_clips(explainer: Any, wavs: np.ndarray, batch_size: int, seed: int = 0
         cols.setdefault(name, []).append(v)
 
     def probs_fn(mag: Tensor) -> Tensor:
-        return clf(mag)[0].float().softmax(dim=1)  # (B, C)
+        return interp.classify(mag)[0].float().softmax(dim=1)  # (B, C)
 
     starts = range(0, n, batch_size)
     for start in tqdm(starts, desc="evaluate", unit="batch", disable=not progress):
@@ -247,16 +230,19 @@ def _localise(scores: dict[str, Tensor], truths: list[np.ndarray | None],
               out: dict[str, dict[str, list[float]]]) -> None:
     """Localisation metrics of each score map ``(B, T, F)`` against the truth masks.
 
-    Per map and clip: ``auc`` (ROC-AUC of the bin scores), ``iou`` (IoU of the map, divided by
-    its maximum, thresholded at 0.5) and ``iou_topn`` (IoU of the ``n`` highest bins with the
-    truth, ``n`` = the truth's size: a threshold-free comparison between maps). Clips without
-    truth get NaN. The ROC-AUC needs a sort per clip (a loop over the clips of the batch).
+    Per map and clip: ``auc`` (ROC-AUC of the bin scores), ``iou`` (IoU of ``map >= 0.5``, the
+    energy maps first divided by their maximum) and ``iou_topn`` (IoU of the ``n`` highest bins
+    with the truth, ``n`` = the truth's size: a threshold-free comparison between maps).
+    Clips without truth get NaN. The ROC-AUC needs a sort per clip (a loop over the clips of
+    the batch).
     """
     for name, s in scores.items():
         s = s.detach().float().cpu()
         d = out.setdefault(name, {"auc": [], "iou": [], "iou_topn": []})
         flat = s.reshape(s.shape[0], -1)  # (B, T*F)
-        norm = flat / flat.amax(dim=1, keepdim=True).clamp_min(1e-12)  # (B, T*F) in [0, 1]
+        # the mask is thresholded as is (docs/metrics.md); energy maps relative to their max
+        norm = flat if name == "l2i_mask" else flat / flat.amax(dim=1, keepdim=True).clamp_min(
+            1e-12)  # (B, T*F) in [0, 1]
         for i, truth in enumerate(truths):
             if truth is None or truth.shape != tuple(s.shape[1:]) or not truth.any():
                 d["auc"].append(math.nan)
@@ -320,12 +306,12 @@ def evaluate(cfg: EvaluateRecipe) -> str:
     dataset or noise folder, or when the dataset's classes do not match the model's.
     """
     from l2i.data import load_dataset, load_split
-    from l2i.explain import Explainer, _resolve_device
-    from l2i.interpreter import load_interpreter
+    from l2i.explain import Explainer
+    from l2i.interpreter import load_interpreter, resolve_device
 
     _check(cfg)
     data_cfg = replace(cfg.data, test_folds=list(cfg.test_folds)) if cfg.test_folds else cfg.data
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     interp = load_interpreter(cfg.ckpt, device)
     explainer = Explainer(interp, relevance_th=cfg.relevance_th, top_k=cfg.top_k)
     fcfg: FeaturesConfig = explainer.features
@@ -342,8 +328,7 @@ def evaluate(cfg: EvaluateRecipe) -> str:
     labels = label_map[np.asarray(split.labels, dtype=np.int64)]  # (N,) model's indices
     ids = [str(i) for i in split.ids]
     clean = np.asarray(split.wavs, dtype=np.float32)  # (N, S)
-    wavs, partner = contaminate(clean, labels, cfg.contamination, cfg.seed, cfg.noise_folder,
-                                sr, peak_normalize=data_cfg.normalize == "peak")
+    wavs, partner = contaminate(clean, labels, cfg.contamination, cfg.seed, cfg.noise_folder, sr)
 
     truths = _truth_masks(cfg.data_folder, index, ids, fcfg, feats.n_frames(wavs.shape[1], fcfg))
     res = score_clips(explainer, wavs, cfg.batch_size, cfg.seed, truths)
@@ -606,12 +591,13 @@ def _write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-__all__ = ["evaluate", "contaminate", "mix_equal_power", "draw_partners", "score_clips",
+__all__ = ["evaluate", "contaminate", "draw_partners", "score_clips",
            "aggregate", "per_clip_csv", "metrics_markdown", "write_examples", "pick_examples",
            "CONTAMINATIONS"]

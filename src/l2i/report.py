@@ -287,18 +287,22 @@ def _examples_section(folder: Path, n_examples: int, class_names: list) -> str:
 
 def _example_card(folder: Path, name: str, class_names: list) -> str:
     info = _read_json(folder / f"{name}.json") or {}
-    pred = _first(info, "predicted_class", "prediction_name", "prediction", "target_name",
-                  "target")
-    label = _first(info, "label_name", "label", "true_class")
-    head = f"<h4>{_e(name)}</h4><p>predicted class: <b>{_e(_plain(pred))}</b>"
+    pred = _first(info, "predicted_name", "prediction_name", "predicted", "prediction")
+    target = _first(info, "target_name", "target")
+    label = _first(info, "label_name", "label")
+    facts = [f"predicted class: <b>{_e(_plain(pred))}</b>"]
+    if target is not None and target != pred:
+        facts.append(f"explained class: <b>{_e(_plain(target))}</b>")
     if label is not None:
-        head += f" &middot; true class: {_e(_plain(label))}"
-    p = _first(info, "p", "probability")
-    if isinstance(p, (int, float)):
-        head += f" &middot; p = {p:.3f}"
-    head += "</p>"
+        facts.append(f"true class: {_e(_plain(label))}")
+    for key, what in (("p", "p (input)"), ("o", "o (explanation)"), ("q", "q (rest)")):
+        if isinstance(info.get(key), (int, float)):
+            facts.append(f"{what} = {info[key]:.3f}")
+    source = info.get("file") or info.get("id")
+    head = (f"<h4>{_e(name)}</h4><p>{' &middot; '.join(facts)}</p>"
+            + (f"<p class='muted'>{_e(str(source))}</p>" if source else ""))
     players = []
-    for suffix, title in (("input", "input"), ("explanation", "explanation")):
+    for suffix, title in (("input", "input"), ("explanation", "explanation (listen)")):
         wav = folder / f"{name}.{suffix}.wav"
         if wav.is_file():
             players.append(f"<div><b>{title}</b><br><audio controls preload='metadata' "
@@ -308,18 +312,18 @@ def _example_card(folder: Path, name: str, class_names: list) -> str:
     if png.is_file():
         parts.append(f"<img alt='{_e(name)} figure' src='{_data_uri(png, 'image/png')}'>")
     parts.append(_probs_table(info, class_names))
-    sel = _first(info, "selected_components", "selected", "components")
-    if isinstance(sel, list) and sel:
-        parts.append(f"<p>selected components ({len(sel)}): "
-                     f"{_e(', '.join(_component_text(s) for s in sel))}</p>")
+    sel = _first(info, "selected_components", "selected")
+    if isinstance(sel, list):
+        rel = info.get("relevance") if isinstance(info.get("relevance"), list) else []
+        text = ", ".join(_component_text(s, rel) for s in sel) if sel else "none"
+        parts.append(f"<p>selected NMF components ({len(sel)}, relevance in brackets): "
+                     f"{_e(text)}</p>")
     return "<div class='card'>" + "\n".join(parts) + "</div>"
 
 
-def _component_text(s: Any) -> str:
-    if isinstance(s, dict):
-        k = _first(s, "component", "k", "index")
-        r = _first(s, "relevance", "r")
-        return f"{k} ({r:.2f})" if isinstance(r, (int, float)) else str(k)
+def _component_text(s: Any, relevance: list) -> str:
+    if isinstance(s, int) and 0 <= s < len(relevance) and isinstance(relevance[s], (int, float)):
+        return f"{s} ({relevance[s]:.2f})"
     return str(s)
 
 
@@ -469,6 +473,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
