@@ -1,0 +1,650 @@
+"""``l2i train``: fit psi and theta on a frozen classifier and a fixed NMF dictionary (L2I_SPEC §5).
+
+loss = alpha * MSE(W H, log1p|X|) + beta * mean|H| + fid_weight * CE(theta, softmax(f / temp))
+
+The loss terms are plain functions below; :class:`L2IModule` only wires them. The classifier and
+W never change (no gradients, eval mode, W a buffer). Validation measures top-1/3/5 fidelity
+(theta's ranking vs the classifier's *prediction*) and the reconstruction error; the best
+checkpoint and the LR schedule follow ``valid/fid_top1``.
+
+Speed: without augmentation the classifier runs once per clip, batched and without gradients,
+and its logits, frequency-pooled maps (:meth:`l2i.models.psi.Psi.reduce`) and the targets
+``log1p|X|`` are cached as float16/float32 ``.npy`` memmaps in ``output_folder/cache``; epochs
+then only run psi and theta. With noise augmentation (``--noise_folder``) each training batch is
+mixed, transformed and classified on the fly, still batched. No per-clip Python loop anywhere.
+
+Scale-out: ``--trainer.devices 2`` (DDP, gloo on CPU) or the same command under
+``torchrun --nproc_per_node 2 -m l2i.cli train ...``. Rank 0 builds the cache; the others wait for
+it. ``--trainer.resume true`` continues from ``output_folder/checkpoints/last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import resource
+import shutil
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from l2i.config import (
+    AugmentConfig,
+    FeaturesConfig,
+    L2ILossConfig,
+    L2IRecipe,
+    save_config,
+    to_dict,
+)
+from l2i.errors import ConfigError, L2IError
+from l2i.features import features_match, n_frames, stft
+from l2i.interpreter import Interpreter, save_interpreter
+from l2i.models.psi import Psi
+from l2i.models.theta import Theta
+
+MONITOR = "valid/fid_top1"
+FINAL = "l2i.ckpt"
+CACHE_VERSION = 1
+TOPK = (1, 3, 5)
+
+
+# ============================================================================ losses
+def reconstruction_mse(recon: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error over ``(B, T, F)`` between ``W H`` and ``log1p|X|`` (scalar)."""
+    return F.mse_loss(recon.float(), target.float())
+
+
+def sparsity_l1(H: Tensor) -> Tensor:
+    """Mean absolute activation ``mean |H|`` over ``(B, K, T)`` (scalar)."""
+    return H.abs().mean()
+
+
+def soft_cross_entropy(theta_logits: Tensor, classifier_logits: Tensor,
+                       temp: float = 1.0) -> Tensor:
+    """Cross-entropy of theta against the classifier's softmax at temperature ``temp``.
+
+    ``-(1/B) sum_b sum_c softmax(f_b / temp)_c * log_softmax(theta_b)_c``; both ``(B, C)``.
+    ``log_softmax`` keeps it finite (the reference takes ``-log`` of a softmax, which can be
+    ``-log 0``); the targets carry no gradient. The reference also divides by C; we do not.
+    """
+    if temp <= 0:
+        raise ValueError(f"classifier_temp must be > 0, got {temp}")
+    target = torch.softmax(classifier_logits.detach().float() / temp, dim=-1)  # (B, C)
+    return -(target * torch.log_softmax(theta_logits.float(), dim=-1)).sum(dim=-1).mean()
+
+
+def topk_hits(theta_logits: Tensor, classifier_logits: Tensor, k: int) -> Tensor:
+    """Per clip, 1.0 when the classifier's predicted class is in theta's top ``k`` ``(B,)``."""
+    pred = classifier_logits.argmax(dim=-1)  # (B,)
+    k = min(int(k), theta_logits.shape[-1])
+    top = theta_logits.topk(k, dim=-1).indices  # (B, k)
+    return (top == pred[:, None]).any(dim=-1).float()
+
+
+def l2i_loss(recon: Tensor, target: Tensor, H: Tensor, theta_logits: Tensor,
+             classifier_logits: Tensor, cfg: L2ILossConfig) -> dict[str, Tensor]:
+    """The L2I objective and its parts: ``loss``, ``rec_mse``, ``sparsity``, ``fidelity``."""
+    rec = reconstruction_mse(recon, target)
+    spa = sparsity_l1(H)
+    fid = soft_cross_entropy(theta_logits, classifier_logits, cfg.classifier_temp)
+    loss = cfg.alpha * rec + cfg.beta * spa + cfg.fid_weight * fid
+    return {"loss": loss, "rec_mse": rec, "sparsity": spa, "fidelity": fid}
+
+
+# ============================================================================ batches
+def collate_batch(batch: Any) -> Any:
+    """The datasets below build whole batches in ``__getitems__``; nothing left to collate."""
+    return batch
+
+
+class WaveSplit(Dataset):
+    """Waveforms of a split, ``wavs (N, S)``; a batch is ``{"wav": (B, S), "label": (B,)}``."""
+
+    def __init__(self, wavs: np.ndarray, labels: np.ndarray) -> None:
+        self.wavs, self.labels = wavs, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitems__(self, idx: list[int]) -> dict[str, Tensor]:
+        i = np.asarray(idx, dtype=np.int64)
+        return {"wav": torch.from_numpy(np.ascontiguousarray(self.wavs[i], dtype=np.float32)),
+                "label": torch.from_numpy(self.labels[i])}
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return self.__getitems__([i])
+
+
+class CachedSplit(Dataset):
+    """A split's cache (see :func:`build_cache`), read through memmaps.
+
+    A batch is ``{"reduced": {name: (B, 2C_i, T_i)}, "logits": (B, C), "target": (B, T, F),
+    "label": (B,)}`` (float16 maps and targets are turned into float32 on the model side).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        meta = json.loads((folder / "meta.json").read_text())
+        self.meta = meta
+        self.logits = np.load(folder / "logits.npy", mmap_mode="r")
+        self.target = np.load(folder / "target.npy", mmap_mode="r")
+        self.labels = np.load(folder / "labels.npy")
+        self.maps = {n: np.load(folder / f"map_{n}.npy", mmap_mode="r") for n in meta["maps"]}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitems__(self, idx: list[int]) -> dict[str, Any]:
+        i = np.asarray(idx, dtype=np.int64)
+        return {"reduced": {n: torch.from_numpy(np.ascontiguousarray(m[i]))
+                            for n, m in self.maps.items()},
+                "logits": torch.from_numpy(np.ascontiguousarray(self.logits[i])),
+                "target": torch.from_numpy(np.ascontiguousarray(self.target[i])),
+                "label": torch.from_numpy(self.labels[i])}
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.__getitems__([i])
+
+
+def spectra(wav: Tensor, features: FeaturesConfig) -> tuple[Tensor, Tensor]:
+    """``wav (B, S)`` -> ``(mag (B, T, F), log1p(mag) (B, T, F))``."""
+    mag = stft(wav, features).abs()  # (B, T, F)
+    return mag, torch.log1p(mag)
+
+
+@torch.no_grad()
+def build_cache(interp: Interpreter, wavs: np.ndarray, labels: np.ndarray, folder: Path,
+                key: str, batch_size: int, device: torch.device,
+                progress: bool = False) -> Path:
+    """Run the frozen classifier once per clip and store what training needs.
+
+    Writes into ``folder``: ``logits.npy (N, C)`` float32, ``target.npy (N, T, F)`` float16
+    (``log1p|X|``), ``map_<name>.npy (N, 2C_i, T_i)`` float16 (``Psi.reduce``),
+    ``labels.npy (N,)`` and, last, ``meta.json`` (with ``key``). Reused while ``key`` matches.
+    """
+    meta_path = folder / "meta.json"
+    if _cache_ready(folder, key):
+        return folder
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    was_training = interp.training
+    interp.eval().to(device)
+    N, S = wavs.shape
+    T = n_frames(S, interp.features)
+    Fq = interp.W.shape[0]
+    arrays: dict[str, np.ndarray] = {}
+
+    def out(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        if name not in arrays:
+            arrays[name] = np.lib.format.open_memmap(folder / f".{name}.npy.tmp", mode="w+",
+                                                     dtype=dtype, shape=shape)
+        return arrays[name]
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=N, desc=f"cache {folder.name}", unit="clip", leave=False)
+    f16 = float(np.finfo(np.float16).max)
+    for s in range(0, N, batch_size):
+        wav = torch.from_numpy(np.array(wavs[s:s + batch_size], dtype=np.float32))
+        mag, target = spectra(wav.to(device), interp.features)  # (B, T, F) each
+        logits, maps = interp.classify(mag)
+        reduced = interp.psi.reduce(maps)  # {name: (B, 2C, T_i)}
+        out("logits", (N, logits.shape[1]), np.float32)[s:s + len(wav)] = logits.float().cpu()
+        out("target", (N, T, Fq), np.float16)[s:s + len(wav)] = target.half().cpu()
+        for name, r in reduced.items():
+            out(f"map_{name}", (N, *r.shape[1:]), np.float16)[s:s + len(wav)] = \
+                r.clamp(-f16, f16).half().cpu()
+        if bar is not None:
+            bar.update(len(wav))
+    if bar is not None:
+        bar.close()
+    for arr in arrays.values():
+        arr.flush()
+    arrays.clear()
+    for tmp in folder.glob(".*.npy.tmp"):
+        os.replace(tmp, folder / tmp.name[1:-4])
+    np.save(folder / "labels.npy", np.asarray(labels, dtype=np.int64))
+    meta = {"key": key, "version": CACHE_VERSION, "n": int(N), "frames": int(T),
+            "maps": list(interp.psi.map_names)}
+    tmp_meta = folder / ".meta.json.tmp"
+    tmp_meta.write_text(json.dumps(meta))
+    os.replace(tmp_meta, meta_path)
+    interp.train(was_training)
+    return folder
+
+
+def _cache_ready(folder: Path, key: str) -> bool:
+    try:
+        return json.loads((folder / "meta.json").read_text()).get("key") == key
+    except (OSError, ValueError):
+        return False
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes of the regular files under ``folder`` (0 when absent)."""
+    if not folder.exists():
+        return 0
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+# ============================================================================ module
+class L2IModule(L.LightningModule):
+    """Trains ``interp.psi`` and ``interp.theta``; everything else in ``interp`` is frozen.
+
+    Batches are either cached (``{"reduced", "logits", "target", "label"}``, see
+    :class:`CachedSplit`) or raw (``{"wav", "label"}``): raw training batches are mixed with noise
+    when ``noise`` (a :class:`l2i.noise.NoiseBank`) is given, then transformed and classified.
+    """
+
+    def __init__(self, interp: Interpreter, loss_cfg: L2ILossConfig, trainer_cfg: Any,
+                 augment: AugmentConfig | None = None, noise: Any = None,
+                 steps_per_epoch: int = 1) -> None:
+        super().__init__()
+        self.interp = interp
+        self.loss_cfg = loss_cfg
+        self.trainer_cfg = trainer_cfg
+        self.augment = augment or AugmentConfig()
+        self.noise = noise
+        self.steps_per_epoch = max(1, int(steps_per_epoch))
+        self._gen: torch.Generator | None = None
+
+    # ------------------------------------------------------------------ data -> tensors
+    def _add_noise(self, wav: Tensor) -> Tensor:
+        """Mix each clip with a random noise clip at an SNR drawn in ``augment.snr_db``."""
+        from l2i.noise import mix_at_snr
+
+        if self._gen is None:
+            self._gen = torch.Generator().manual_seed(int(self.trainer_cfg.seed)
+                                                      + 1000 * self.global_rank)
+        B = wav.shape[0]
+        lo, hi = (list(self.augment.snr_db) + list(self.augment.snr_db))[:2]
+        noise = self.noise.sample(B, self._gen).to(wav)  # (B, S)
+        snr = lo + (hi - lo) * torch.rand(B, generator=self._gen)  # (B,)
+        mixed = mix_at_snr(wav, noise, snr.to(wav))  # (B, S)
+        keep = torch.rand(B, generator=self._gen) < self.augment.noise_prob  # (B,)
+        return torch.where(keep.to(wav.device)[:, None], mixed, wav)
+
+    def inputs(self, batch: dict[str, Any], train: bool
+               ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """``(reduced maps, classifier logits (B, C), target log1p|X| (B, T, F))``."""
+        if "wav" in batch:
+            wav = batch["wav"].float()
+            if train and self.noise is not None:
+                wav = self._add_noise(wav)
+            mag, target = spectra(wav, self.interp.features)
+            logits, maps = self.interp.classify(mag)
+            return self.interp.psi.reduce(maps), logits.float(), target
+        reduced = {k: v.float() for k, v in batch["reduced"].items()}
+        return reduced, batch["logits"].float(), batch["target"].float()
+
+    def shared_step(self, batch: dict[str, Any], train: bool
+                    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Loss terms and the tensors behind them for one batch.
+
+        The second dict holds ``theta_logits (B, C)``, ``logits (B, C)`` (classifier),
+        ``target (B, T, F)``, ``H (B, K, T)`` and ``recon (B, T, F)``.
+        """
+        reduced, logits, target = self.inputs(batch, train)
+        H, _z, theta_logits = self.interp.heads(reduced, target.shape[1])
+        recon = self.interp.reconstruct(H)  # (B, T, F)
+        terms = l2i_loss(recon, target, H, theta_logits, logits, self.loss_cfg)
+        return terms, {"theta_logits": theta_logits, "logits": logits, "target": target,
+                       "H": H, "recon": recon}
+
+    # ------------------------------------------------------------------ lightning hooks
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        terms, o = self.shared_step(batch, train=True)
+        theta_logits, logits = o["theta_logits"], o["logits"]
+        B = logits.shape[0]
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=True,
+                      on_epoch=True, batch_size=B, prog_bar=False)
+        self.log("train/fid_top1", topk_hits(theta_logits, logits, 1).mean(), on_step=False,
+                 on_epoch=True, batch_size=B, prog_bar=True)
+        return terms["loss"]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        terms, o = self.shared_step(batch, train=False)
+        theta_logits, logits = o["theta_logits"], o["logits"]
+        B = logits.shape[0]
+        values = {f"valid/{k}": v for k, v in terms.items()}
+        for k in TOPK:
+            values[f"valid/fid_top{k}"] = topk_hits(theta_logits, logits, k).mean()
+        self.log(MONITOR, values.pop(MONITOR), on_step=False, on_epoch=True, batch_size=B,
+                 sync_dist=True, prog_bar=True)
+        self.log_dict(values, on_step=False, on_epoch=True, batch_size=B, sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        from l2i.training.common import configure_optimizers
+
+        params = [p for p in self.parameters() if p.requires_grad]
+        return configure_optimizers(params, self.trainer_cfg, self.steps_per_epoch,
+                                    monitor=MONITOR, mode="max")
+
+
+@torch.no_grad()
+def evaluate_split(module: L2IModule, loader: DataLoader, device: torch.device
+                   ) -> dict[str, float]:
+    """Fidelity top-1/3/5 (vs the classifier's prediction) and reconstruction error of a split.
+
+    ``rec_mse``: mean squared error of ``W H`` vs ``log1p|X|``; ``rec_rel``:
+    ``||W H - X||_F / ||X||_F`` over the whole split; ``classifier_acc``: the classifier's
+    accuracy on the labels, for reference.
+    """
+    module.eval().to(device)
+    hits = {k: 0.0 for k in TOPK}
+    n, se, ss, cnt, correct, loss = 0, 0.0, 0.0, 0, 0.0, 0.0
+    for batch in loader:
+        batch = _to(batch, device)
+        terms, o = module.shared_step(batch, train=False)
+        theta_logits, logits, target, recon = o["theta_logits"], o["logits"], o["target"], \
+            o["recon"]
+        B = logits.shape[0]
+        for k in TOPK:
+            hits[k] += float(topk_hits(theta_logits, logits, k).sum())
+        se += float(((recon - target) ** 2).sum())
+        ss += float((target ** 2).sum())
+        cnt += target.numel()
+        correct += float((logits.argmax(-1) == batch["label"]).sum())
+        loss += float(terms["loss"]) * B
+        n += B
+    out = {f"fid_top{k}": hits[k] / max(n, 1) for k in TOPK}
+    out.update(rec_mse=se / max(cnt, 1), rec_rel=math.sqrt(se / max(ss, 1e-12)),
+               loss=loss / max(n, 1), classifier_acc=correct / max(n, 1), n_clips=n)
+    return out
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    return batch
+
+
+# ============================================================================ callbacks
+class BestTimer(Callback):
+    """Wall time from the start of the command to the best ``valid/fid_top1`` (survives resume)."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self.elapsed_before = 0.0
+        self.best = -math.inf
+        self.best_epoch = -1
+        self.time_to_best: float | None = None
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.t0
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.sanity_checking or MONITOR not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[MONITOR])
+        if value > self.best:
+            self.best, self.best_epoch, self.time_to_best = value, trainer.current_epoch, \
+                self.elapsed()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"elapsed": self.elapsed(), "best": self.best, "best_epoch": self.best_epoch,
+                "time_to_best": self.time_to_best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.elapsed_before = float(state.get("elapsed", 0.0))
+        self.best = float(state.get("best", -math.inf))
+        self.best_epoch = int(state.get("best_epoch", -1))
+        self.time_to_best = state.get("time_to_best")
+
+
+# ============================================================================ command
+def _rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+
+
+def check_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, dict, Any]:
+    """The checks that must fail within seconds, before any audio is decoded.
+
+    Returns ``(classifier checkpoint dict, classifier, W (F, K), nmf features, dataset index)``.
+    """
+    from l2i.data import load_dataset
+    from l2i.models import load_classifier
+    from l2i.nmf import load_dictionary
+
+    if not cfg.classifier_ckpt:
+        raise ConfigError("classifier_ckpt is empty: pass --classifier_ckpt PATH/classifier.ckpt "
+                          "(written by 'l2i train-classifier')")
+    if not Path(cfg.classifier_ckpt).is_file():
+        raise L2IError(f"classifier checkpoint {cfg.classifier_ckpt} not found: train one with "
+                       "'l2i train-classifier' or fix --classifier_ckpt")
+    if not cfg.nmf:
+        raise ConfigError("nmf is empty: pass --nmf PATH/nmf.pt (written by 'l2i train-nmf')")
+    if not Path(cfg.nmf).is_file():
+        raise L2IError(f"NMF dictionary {cfg.nmf} not found: learn one with 'l2i train-nmf' or "
+                       "fix --nmf")
+    noise_folder = cfg.noise_folder or cfg.augment.noise_folder
+    if noise_folder and not Path(noise_folder).is_dir():
+        raise L2IError(f"noise folder {noise_folder} not found: give a folder of audio files "
+                       "(e.g. WHAM!'s tr/) with --noise_folder, or leave it empty")
+    if cfg.data.duration_s is None:
+        raise ConfigError("data.duration_s is null: L2I training batches clips of one length; "
+                          "set --data.duration_s (e.g. 5.0)")
+    try:
+        record = torch.load(cfg.classifier_ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling error means a bad file
+        raise L2IError(f"classifier checkpoint {cfg.classifier_ckpt} could not be read "
+                       f"({type(err).__name__}: {err})") from None
+    classifier, info = load_classifier(record, map_location="cpu")
+    W, nmf_features = load_dictionary(cfg.nmf)
+    if nmf_features is not None:
+        diffs = features_match(info.features, nmf_features)
+        if diffs:
+            raise L2IError(f"classifier {cfg.classifier_ckpt} and NMF dictionary {cfg.nmf} use "
+                           f"different STFT settings (classifier vs dictionary: "
+                           f"{'; '.join(diffs)}): learn the dictionary with the classifier's "
+                           "features (l2i train-nmf --features.* ...)")
+    if W.shape[0] != info.features.n_freq:
+        raise L2IError(f"NMF dictionary {cfg.nmf} has {W.shape[0]} frequency bins but the "
+                       f"classifier's STFT (n_fft {info.features.n_fft}) has "
+                       f"{info.features.n_freq}: learn the dictionary with the same n_fft")
+    index = load_dataset(cfg.data_folder, cfg.data)
+    if index.n_classes != info.n_classes:
+        raise L2IError(f"dataset {cfg.data_folder} has {index.n_classes} classes but classifier "
+                       f"{cfg.classifier_ckpt} was trained on {info.n_classes}: use the data "
+                       "(and data.esc10 setting) the classifier was trained on")
+    return record, classifier, W, info, index
+
+
+def build_model(cfg: L2IRecipe, record: dict, classifier: Any, W: Tensor,
+                info: Any) -> Interpreter:
+    """A fresh :class:`Interpreter` (untrained psi + theta) around the frozen classifier."""
+    try:
+        psi = Psi(classifier.map_channels, W.shape[1], cfg.psi)
+        theta = Theta(W.shape[1], info.n_classes, cfg.theta)
+    except ValueError as err:
+        raise ConfigError(f"psi/theta config: {err}") from None
+    return Interpreter(classifier, psi, theta, W, info.features, info.class_names,
+                       relevance_th=cfg.loss.relevance_th, classifier_record=record)
+
+
+def _split_key(cfg: L2IRecipe, clips: list, interp: Interpreter) -> str:
+    from l2i.data import cache_key
+
+    st = Path(cfg.classifier_ckpt).stat()
+    h = hashlib.sha1(json.dumps([
+        CACHE_VERSION, str(Path(cfg.classifier_ckpt).resolve()), st.st_size, st.st_mtime_ns,
+        interp.psi.map_names, to_dict(interp.features),
+        cache_key(clips, interp.features.sample_rate, cfg.data)]).encode())
+    return h.hexdigest()[:20]
+
+
+def _wait_for(path: Path, key: str, timeout_s: float = 6 * 3600) -> None:
+    start = time.time()
+    while not _cache_ready(path, key):
+        if time.time() - start > timeout_s:
+            raise L2IError(f"rank {_rank()}: gave up waiting for rank 0 to write {path}")
+        time.sleep(1.0)
+
+
+def make_loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int) -> DataLoader:
+    """Batches built by ``ds.__getitems__`` (one vectorised read per batch)."""
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_batch,
+                      num_workers=num_workers, persistent_workers=num_workers > 0)
+
+
+def train_interpreter(cfg: L2IRecipe) -> str:
+    """``l2i train``: train psi + theta, write ``l2i.ckpt``, ``metrics.json``, ``config.yaml``.
+
+    Returns the path of ``l2i.ckpt`` (on rank 0; other DDP ranks return an empty string).
+    """
+    from l2i.training.common import (
+        best_checkpoint_path,
+        build_trainer,
+        resume_checkpoint,
+        torch_device,
+    )
+
+    t0 = time.time()
+    out = Path(cfg.output_folder)
+    rank = _rank()
+    augment = replace(cfg.augment, noise_folder=cfg.noise_folder or cfg.augment.noise_folder)
+    unused = [k for k in ("time_shift", "gain_db", "mixup_alpha", "freq_masks", "time_masks")
+              if getattr(augment, k) != getattr(AugmentConfig(), k)]
+    if unused and rank == 0:
+        warnings.warn(f"l2i train only applies noise mixing; augment.{', augment.'.join(unused)}"
+                      " are ignored", stacklevel=2)
+    record, classifier, W, info, index = check_inputs(cfg)
+    ckpt_path = resume_checkpoint(out, cfg.trainer, final=FINAL)
+    trainer_cfg = cfg.trainer
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "0"))
+    if local_world > 1 and trainer_cfg.devices == 1:  # started by torchrun
+        trainer_cfg = replace(trainer_cfg, devices=local_world)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+
+    L.seed_everything(trainer_cfg.seed, workers=True, verbose=False)
+    interp = build_model(cfg, record, classifier, W, info)
+    noisy = bool(augment.noise_folder) and augment.noise_prob > 0
+    use_cache = bool(cfg.cache_maps)
+    cache_root = out / "cache"
+    device = torch_device(trainer_cfg.device)
+    keys = {s: _split_key(cfg, index.split(s), interp) for s in ("train", "valid", "test")}
+    cached_splits = [s for s in ("train", "valid", "test")
+                     if use_cache and not (s == "train" and noisy)]
+    need_wavs = [s for s in ("train", "valid", "test") if s not in cached_splits]
+
+    # ---- data: rank 0 decodes and caches, the other ranks wait for it
+    from l2i.data import load_split
+
+    arrays: dict[str, Any] = {}
+    t_cache = time.time()
+    if rank == 0:
+        for split in ("train", "valid", "test"):
+            if split in cached_splits and _cache_ready(cache_root / split, keys[split]) \
+                    and split not in need_wavs:
+                continue
+            arrays[split] = load_split(index, split, cfg.data, info.features.sample_rate,
+                                       cache_dir=cache_root / "audio",
+                                       progress=trainer_cfg.progress)
+            if split in cached_splits:
+                build_cache(interp, arrays[split].wavs, arrays[split].labels,
+                            cache_root / split, keys[split], trainer_cfg.batch_size, device,
+                            progress=trainer_cfg.progress)
+    else:
+        for split in cached_splits:
+            _wait_for(cache_root / split, keys[split])
+        for split in need_wavs:
+            arrays[split] = load_split(index, split, cfg.data, info.features.sample_rate,
+                                       cache_dir=cache_root / "audio", progress=False)
+    cache_seconds = time.time() - t_cache
+    interp.to("cpu")
+
+    def dataset(split: str) -> Dataset:
+        if split in cached_splits:
+            return CachedSplit(cache_root / split)
+        return WaveSplit(arrays[split].wavs, arrays[split].labels)
+
+    datasets = {s: dataset(s) for s in ("train", "valid", "test")}
+    bs, nw = trainer_cfg.batch_size, trainer_cfg.num_workers
+    train_loader = make_loader(datasets["train"], bs, True, nw)
+    valid_loader = make_loader(datasets["valid"], bs, False, nw)
+    noise = None
+    if noisy:
+        from l2i.noise import NoiseBank
+
+        n_samples = int(round(cfg.data.duration_s * info.features.sample_rate))
+        noise = NoiseBank(augment.noise_folder, info.features.sample_rate, n_samples,
+                          seed=trainer_cfg.seed + rank)
+    steps = math.ceil(len(datasets["train"]) / (bs * max(1, trainer_cfg.devices)))
+    module = L2IModule(interp, cfg.loss, trainer_cfg, augment, noise, steps_per_epoch=steps)
+
+    timer = BestTimer(t0)
+    trainer = build_trainer(trainer_cfg, out, monitor=MONITOR, mode="max",
+                            extra_callbacks=[timer])
+    t_fit = time.time()
+    trainer.fit(module, train_loader, valid_loader, ckpt_path=ckpt_path)
+    fit_seconds = time.time() - t_fit
+    if trainer.global_rank != 0:
+        return ""
+
+    # ---- reload the best epoch, score valid and test, write the bundle
+    best = best_checkpoint_path(trainer) or str(out / "checkpoints" / "last.ckpt")
+    state = _load_lightning_ckpt(best)
+    module.load_state_dict(state["state_dict"])
+    eval_device = torch_device(trainer_cfg.device)
+    metrics: dict[str, Any] = {}
+    for split in ("valid", "test"):
+        loader = make_loader(datasets[split], bs, False, 0)
+        for k, v in evaluate_split(module, loader, eval_device).items():
+            metrics[f"{split}/{k}"] = v
+    module.to("cpu")
+    metrics.update({
+        "epochs": int(trainer.current_epoch),
+        "best_epoch": int(state.get("epoch", timer.best_epoch)),
+        "best_checkpoint": str(best),
+        "fit_seconds": round(fit_seconds, 2),
+        "seconds": round(time.time() - t0, 2),
+        "time_to_best_s": None if timer.time_to_best is None else round(timer.time_to_best, 2),
+        "cache_seconds": round(cache_seconds, 2),
+        "cache": bool(cached_splits),
+        "cache_splits": cached_splits,
+        "cache_mb": round(sum(folder_size(cache_root / s) for s in cached_splits) / 2**20, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "n_train": len(datasets["train"]), "n_valid": len(datasets["valid"]),
+        "n_test": len(datasets["test"]),
+        "psi_params": sum(p.numel() for p in interp.psi.parameters()),
+        "theta_params": sum(p.numel() for p in interp.theta.parameters()),
+        "noise_augmentation": noisy, "world_size": int(trainer.world_size),
+    })
+    interp.metrics = metrics
+    path = save_interpreter(out / FINAL, interp, loss=cfg.loss, recipe=to_dict(cfg),
+                            metrics=metrics, psi_cfg=cfg.psi, theta_cfg=cfg.theta)
+    tmp = out / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    os.replace(tmp, out / "metrics.json")
+    print(f"l2i train: test fidelity top-1 {metrics['test/fid_top1']:.3f} top-3 "
+          f"{metrics['test/fid_top3']:.3f} top-5 {metrics['test/fid_top5']:.3f}; "
+          f"rec error {metrics['test/rec_rel']:.3f}; wrote {path}", flush=True)
+    return str(path)
+
+
+def _load_lightning_ckpt(path: str) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - our own file; Lightning may store non-tensor objects
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+__all__ = ["reconstruction_mse", "sparsity_l1", "soft_cross_entropy", "topk_hits", "l2i_loss",
+           "L2IModule", "build_cache", "evaluate_split", "train_interpreter", "check_inputs"]
