@@ -292,7 +292,7 @@ def _assign_splits(root: Path, rows: list[Row], keyed_names: list[str], cfg: Dat
                 splits[s].append(Clip(rid, path, label_of[key], int(fold)))
     if rows:
         for s in SPLITS:
-            if not splits[s]:
+            if not splits[s] and (wanted[s] or s == "train"):  # no folds given: no such split
                 problems.append(f"the {s} split is empty (folds {wanted[s]}): choose folds that "
                                 f"exist ({folds_present}) with --data.{s}_folds")
         counts = Counter(c.label for c in splits["train"])
