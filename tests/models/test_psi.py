@@ -1,0 +1,71 @@
+"""psi: hidden maps -> H (B, K, T) >= 0 for any T; the cacheable frequency pooling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from l2i.config import PsiConfig
+from l2i.models.psi import Psi, reduce_maps
+
+CHANNELS = {"block3": 8, "block4": 16}
+
+
+def _maps(batch: int = 2) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {"block3": torch.randn(batch, 8, 13, 5, generator=g),
+            "block4": torch.randn(batch, 16, 7, 3, generator=g)}
+
+
+@pytest.mark.parametrize("T", [50, 431, 1000])
+def test_any_number_of_frames_gives_nonnegative_H(T):
+    psi = Psi(CHANNELS, 20, PsiConfig(hidden=32, n_layers=2))
+    H = psi(_maps(), T)
+    assert H.shape == (2, 20, T)
+    assert bool((H >= 0).all())
+    assert H.abs().sum() > 0  # not a dead output
+
+
+def test_softplus_output_is_strictly_positive():
+    psi = Psi(CHANNELS, 5, PsiConfig(hidden=16, n_layers=1, activation="softplus"))
+    assert bool((psi(_maps(), 40) > 0).all())
+
+
+def test_reduce_is_mean_and_max_over_frequency():
+    m = torch.tensor([[[[1.0, 2.0, 6.0], [0.0, -3.0, 0.0]]]])  # (B=1, C=1, T=2, F=3)
+    r = reduce_maps({"a": m})["a"]
+    assert r.shape == (1, 2, 2)
+    assert torch.allclose(r[0, 0], torch.tensor([3.0, -1.0]))  # means
+    assert torch.allclose(r[0, 1], torch.tensor([6.0, 0.0]))  # maxima
+
+
+def test_reduce_accepts_3d_maps_and_keeps_the_configured_ones():
+    psi = Psi({"a": 4, "b": 3}, 6, PsiConfig(maps=["b"], hidden=8, n_layers=1))
+    maps = {"a": torch.rand(2, 4, 9, 2), "b": torch.rand(2, 3, 9)}
+    red = psi.reduce(maps)
+    assert list(red) == ["b"] and red["b"].shape == (2, 6, 9)
+    assert psi(maps, 30).shape == (2, 6, 30)
+
+
+def test_forward_equals_forward_reduced_of_reduce():
+    psi = Psi(CHANNELS, 10, PsiConfig(hidden=16, n_layers=2)).eval()
+    maps = _maps()
+    assert torch.allclose(psi(maps, 77), psi.forward_reduced(psi.reduce(maps), 77))
+
+
+def test_unknown_map_and_even_kernel_are_rejected():
+    with pytest.raises(ValueError, match="block9"):
+        Psi(CHANNELS, 10, PsiConfig(maps=["block9"]))
+    with pytest.raises(ValueError, match="odd"):
+        Psi(CHANNELS, 10, PsiConfig(kernel_size=4))
+
+
+def test_default_psi_is_small():
+    psi = Psi({"block3": 64, "block4": 128}, 100, PsiConfig())
+    assert sum(p.numel() for p in psi.parameters()) < 1_000_000
+
+
+def test_gradients_reach_every_parameter():
+    psi = Psi(CHANNELS, 10, PsiConfig(hidden=16, n_layers=2))
+    psi(_maps(), 25).sum().backward()
+    assert all(p.grad is not None for p in psi.parameters())

@@ -1,0 +1,50 @@
+"""theta: time pooling of H (any T) then Linear(K, C, bias=False)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from l2i.config import ThetaConfig
+from l2i.models.theta import Theta
+
+
+@pytest.mark.parametrize("T", [1, 50, 431, 1000])
+def test_attention_theta_any_T(T):
+    theta = Theta(12, 5, ThetaConfig(hidden=16))
+    H = torch.rand(3, 12, T)
+    z = theta.pool(H)
+    assert z.shape == (3, 12) and theta(H).shape == (3, 5)
+    assert bool((z >= 0).all())
+    # a convex combination over time: between the per-component min and max
+    assert bool((z <= H.amax(-1) + 1e-6).all()) and bool((z >= H.amin(-1) - 1e-6).all())
+
+
+def test_attention_weights_sum_to_one_over_time():
+    theta = Theta(4, 3, ThetaConfig(hidden=8))
+    a = theta.attention(torch.rand(2, 4, 37))
+    assert torch.allclose(a.sum(-1), torch.ones(2, 4), atol=1e-6) and bool((a >= 0).all())
+
+
+def test_mean_and_max_pooling_values():
+    H = torch.tensor([[[1.0, 3.0, 2.0], [0.0, 0.0, 6.0]]])  # (1, K=2, T=3)
+    assert torch.allclose(Theta(2, 2, ThetaConfig(pooling="mean")).pool(H),
+                          torch.tensor([[2.0, 2.0]]))
+    assert torch.allclose(Theta(2, 2, ThetaConfig(pooling="max")).pool(H),
+                          torch.tensor([[3.0, 6.0]]))
+
+
+def test_linear_head_has_no_bias_and_gives_logits():
+    theta = Theta(3, 2, ThetaConfig(pooling="mean"))
+    assert theta.linear.bias is None and theta.linear.weight.shape == (2, 3)
+    with torch.no_grad():
+        theta.linear.weight.copy_(torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.5, 0.5]]))
+    H = torch.tensor([[[2.0, 2.0], [4.0, 0.0], [1.0, 1.0]]])  # z = [2, 2, 1]
+    assert torch.allclose(theta(H), torch.tensor([[1.0, 2.5]]))
+
+
+def test_bad_inputs_are_rejected():
+    with pytest.raises(ValueError, match="pooling"):
+        Theta(3, 2, ThetaConfig(pooling="median"))
+    with pytest.raises(ValueError, match="expects H"):
+        Theta(3, 2, ThetaConfig()).pool(torch.rand(1, 4, 10))
