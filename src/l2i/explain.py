@@ -382,9 +382,10 @@ class Explainer:
         tgt = self.resolve_target(target)
         wav = torch.from_numpy(np.ascontiguousarray(x2)).to(self.device)  # (B, N)
         spec = feats.stft(wav, self.features)  # (B, T, F) complex
-        mag, ph = feats.magnitude(spec), feats.phase(spec)
+        mag = feats.magnitude(spec)  # (B, T, F)
         b = self.explain_batch(mag, tgt)
-        audio = to_audio(explanation_magnitude(b.mask, mag), ph, self.features, length=n)
+        # M |X| e^{i phase(X)} = M X: to_audio(explanation_magnitude(M, |X|), phase(X)) in one step
+        audio = feats.istft(b.mask.to(spec.device) * spec, self.features, length=n)  # (B, N)
         out = [self._one(b, i, audio[i], mag[i], t_in) for i in range(mag.shape[0])]
         return out[0] if single else out
 
