@@ -211,12 +211,16 @@ def score_clips(explainer: Any, wavs: np.ndarray, batch_size: int, seed: int = 0
         add("AD_sb", M.average_drop_sb_compatible(b.probs, probs_in, c, reduce=False))
         add("SPS", M.sparseness(b.mask.cpu()))
         add("COMP", M.complexity(b.mask.cpu()))
-        rem = M.component_removal(probs_fn, interp.W, b.H, mag, b.selected, generator=gen,
-                                  target=c)
-        add("p_removed_relevant", rem["p_relevant"])
-        add("p_removed_random", rem["p_random"])
-        add("drop_relevant", rem["drop_relevant"])
-        add("drop_random", rem["drop_random"])
+        # component removal (M.component_removal without its two redundant passes): removing
+        # the selected components leaves |X| (1 - M_R) with M_R = M, i.e. the masked-out input,
+        # so p_relevant = q; the control removes as many random components per clip.
+        rnd = M.random_like_selection(b.selected, gen)  # (B, K)
+        m_rnd = M.removal_mask(interp.W, b.H, rnd)  # (B, T, F)
+        p_rnd = probs_fn(mag * (1.0 - m_rnd)).gather(1, c[:, None])[:, 0]  # (B,)
+        add("p_removed_relevant", q)
+        add("p_removed_random", p_rnd)
+        add("drop_relevant", p - q)
+        add("drop_random", p - p_rnd)
         if truth_masks is not None:
             scores = {"l2i_mask": b.mask, "l2i_energy": b.mask * mag, "input_energy": mag}
             _localise(scores, truth_masks[start:start + mag.shape[0]], loc)
@@ -310,7 +314,7 @@ def evaluate(cfg: EvaluateRecipe) -> str:
     from l2i.interpreter import load_interpreter, resolve_device
 
     _check(cfg)
-    data_cfg = replace(cfg.data, test_folds=list(cfg.test_folds)) if cfg.test_folds else cfg.data
+    data_cfg = _test_data_config(cfg)
     device = resolve_device(cfg.device)
     interp = load_interpreter(cfg.ckpt, device)
     explainer = Explainer(interp, relevance_th=cfg.relevance_th, top_k=cfg.top_k)
@@ -391,6 +395,20 @@ def _check(cfg: EvaluateRecipe) -> None:
         raise ConfigError(f"n_examples must be >= 0, got {cfg.n_examples}")
 
 
+def _test_data_config(cfg: EvaluateRecipe) -> Any:
+    """``cfg.data`` with ``cfg.test_folds`` (when given) as its test folds.
+
+    The test folds are taken out of the train and valid folds (evaluation reads only the test
+    split), so ``--test_folds 4`` works with a data section whose valid fold is 4.
+    """
+    if not cfg.test_folds:
+        return cfg.data
+    test = [int(f) for f in cfg.test_folds]
+    return replace(cfg.data, test_folds=test,
+                   train_folds=[f for f in cfg.data.train_folds if f not in test],
+                   valid_folds=[f for f in cfg.data.valid_folds if f not in test])
+
+
 def _label_map(data_names: list[str], model_names: list[str], folder: str) -> np.ndarray:
     """Dataset label index -> the model's class index, by class name."""
     if data_names == model_names:
@@ -459,7 +477,7 @@ def per_clip_csv(ids: list[str], labels: np.ndarray, names: list[str], res: Clip
 
 def _cell(v: Any) -> Any:
     if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.6g}"
+        return "nan" if math.isnan(v) else f"{v:.9g}"  # float32 round-trips
     return v
 
 
