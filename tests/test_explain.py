@@ -200,6 +200,9 @@ def test_explainer_batch_targets_resampling_and_lengths(tiny_ckpt):
     assert all(e.target == 1 and e.target_name == "rain" for e in out)
     assert out[0].audio.shape == (16000,)  # resampled to 8 kHz
     assert ex.explain(batch[0], 22050, target=2).target == 2
+    assert [e.target for e in ex.explain(batch, 22050, target=["siren", 0])] == [2, 0]
+    with pytest.raises(ConfigError, match="2 clips"):
+        ex.explain(batch, 22050, target=[1])
     assert ex.explain(batch[0], 22050, target="0").target == 0
     short = ex.explain(_tone(8000, 0.05), 8000)  # padded for the classifier, cropped back
     assert short.audio.shape == (400,) and short.mask.shape[0] == feats.n_frames(400, FEATS)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,8 +347,11 @@ class Explainer:
     # ---- waveforms
     @torch.no_grad()
     def explain(self, waveform: Any, sample_rate: int,
-                target: int | str | None = None) -> Explanation | list[Explanation]:
+                target: Any = None) -> Explanation | list[Explanation]:
         """Explain ``waveform`` ``(N,)`` or ``(B, N)`` (numpy or torch, float in [-1, 1]).
+
+        ``target``: None (the classifier's prediction), a class index or name for every clip,
+        or a sequence of them, one per clip of a batch.
 
         The audio is resampled to the model's rate (soxr), analysed with the model's STFT and
         explained in one batched forward pass. It is not normalised: pass audio as the
@@ -379,7 +381,15 @@ class Explainer:
         if n < n_min:
             x2 = np.pad(x2, ((0, 0), (0, n_min - n)))  # (B, n_min)
         t_in = feats.n_frames(n, self.features)  # frames of the unpadded input
-        tgt = self.resolve_target(target)
+        if isinstance(target, (list, tuple, np.ndarray, Tensor)):
+            seq = target.tolist() if isinstance(target, (np.ndarray, Tensor)) else list(target)
+            if len(seq) != x2.shape[0]:
+                raise ConfigError(f"explain: {len(seq)} targets for {x2.shape[0]} clips")
+            if any(t is None for t in seq):
+                raise ConfigError("explain: a per-clip target list cannot hold None")
+            tgt: Any = torch.tensor([self.resolve_target(t) for t in seq])
+        else:
+            tgt = self.resolve_target(target)
         wav = torch.from_numpy(np.ascontiguousarray(x2)).to(self.device)  # (B, N)
         spec = feats.stft(wav, self.features)  # (B, T, F) complex
         mag = feats.magnitude(spec)  # (B, T, F)
@@ -427,13 +437,13 @@ def _checkpoint_relevance_th(interpreter: Any) -> float:
 
 # --------------------------------------------------------------------------- l2i interpret
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write via a temp file in the same folder, then rename (normal umask permissions)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        tmp.write_text(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
