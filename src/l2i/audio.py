@@ -7,6 +7,7 @@ the file and what to do; an all-zero (silent) clip only warns.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import warnings
@@ -133,7 +134,10 @@ def write_wav(path: str | os.PathLike, x, sample_rate: int, subtype: str = "PCM_
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        sf.write(tmp, x, int(sample_rate), subtype=subtype, format="WAV")
+        buf = io.BytesIO()  # encode in memory: libsndfile fsyncs real files on close (slow)
+        sf.write(buf, x, int(sample_rate), subtype=subtype, format="WAV")
+        with open(tmp, "wb") as fh:
+            fh.write(buf.getbuffer())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

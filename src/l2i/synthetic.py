@@ -108,10 +108,13 @@ def _am_noise(t, rng, s, sr):
 
 def _clicks(t, rng, s, sr):
     fc, rate, sigma = rng.uniform(5500, 6500) * s, rng.uniform(18, 26), 0.001
-    centres = np.arange(0.02, t[-1] - 0.01, 1.0 / rate)  # (m,)
-    d = t[None] - centres[:, None]  # (m, n)
-    x = (np.exp(-0.5 * (d / sigma) ** 2) * np.cos(2 * np.pi * fc * d)).sum(0)
-    return x, fc - 700 * s, fc + 700 * s
+    half = int(5 * sigma * sr)
+    d = np.arange(-half, half + 1) / sr  # (2 half + 1,) seconds around a click centre
+    burst = np.exp(-0.5 * (d / sigma) ** 2) * np.cos(2 * np.pi * fc * d)
+    x = np.zeros(t.size + 2 * half)
+    for c in np.round(np.arange(0.02, t[-1] - 0.01, 1.0 / rate) * sr).astype(int):
+        x[c:c + burst.size] += burst  # centred at sample c (x is offset by half)
+    return x[half:half + t.size], fc - 700 * s, fc + 700 * s
 
 
 def _vowel(t, rng, s, sr):
