@@ -515,6 +515,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     )
 
     t0 = time.time()
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the classifier
     out = Path(cfg.output_folder)
     rank = _rank()
     augment = replace(cfg.augment, noise_folder=cfg.noise_folder or cfg.augment.noise_folder)
