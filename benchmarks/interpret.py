@@ -2,9 +2,11 @@
 
     .venv/bin/python benchmarks/interpret.py [CKPT] [--seconds 5] [--repeats 20] [--threads N]
 
-With no checkpoint, a randomly initialised interpreter is built from the model classes with the
-default configs (conv2d classifier, K=100 components, 10 classes, 16 kHz features), which has
-the same cost as a trained one. Prints one JSON object: median / min / p90 milliseconds for a
+With no checkpoint, a randomly initialised interpreter is built from the model classes, as
+costly as a trained one: classifier model + features from ``--classifier_recipe`` (default
+recipes/esc50/classifier_conv2d.yaml), psi/theta from ``--l2i_recipe`` (default
+recipes/esc50/l2i_conv2d.yaml), the config defaults where a recipe is missing; K=100 components,
+10 classes (ESC-10). Prints one JSON object: median / min / p90 milliseconds for a
 clip at the model's sample rate and for a 44.1 kHz clip (which adds resampling).
 Target (issue 6): < 100 ms for a 5 s clip on a 2-core CPU.
 """
@@ -16,37 +18,53 @@ import json
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from l2i.config import (
     ClassifierModelConfig,
+    ClassifierRecipe,
     FeaturesConfig,
     L2ILossConfig,
+    L2IRecipe,
     PsiConfig,
     ThetaConfig,
+    load_config,
 )
 from l2i.explain import Explainer
 from l2i.features import stft
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def random_interpreter(n_classes: int = 10, n_components: int = 100, arch: str = "conv2d",
-                       width: int | None = None):
-    """An untrained interpreter with the default model configs (as costly as a trained one)."""
+
+def random_interpreter(n_classes: int = 10, n_components: int = 100,
+                       classifier_recipe: str | None = None, l2i_recipe: str | None = None,
+                       arch: str | None = None, width: int | None = None):
+    """An untrained interpreter (as costly as a trained one) built from recipes or defaults."""
     from l2i.interpreter import Interpreter
     from l2i.models import build_classifier
     from l2i.models.psi import Psi
     from l2i.models.theta import Theta
 
     torch.manual_seed(0)
-    features = FeaturesConfig()
-    model_cfg = ClassifierModelConfig(arch=arch)
+    features, model_cfg = FeaturesConfig(), ClassifierModelConfig()
+    psi_cfg, theta_cfg = PsiConfig(), ThetaConfig()
+    if classifier_recipe and Path(classifier_recipe).is_file():
+        rec = load_config(ClassifierRecipe, classifier_recipe)
+        features, model_cfg = rec.features, rec.model
+    if l2i_recipe and Path(l2i_recipe).is_file():
+        rec2 = load_config(L2IRecipe, l2i_recipe)
+        psi_cfg, theta_cfg = rec2.psi, rec2.theta
+    model_cfg.pretrained = None
+    if arch is not None:
+        model_cfg.arch = arch
     if width is not None:
         model_cfg.width = width
     clf = build_classifier(model_cfg, features, n_classes)
-    psi = Psi(clf.map_channels, n_components, PsiConfig())
-    theta = Theta(n_components, n_classes, ThetaConfig())
+    psi = Psi(clf.map_channels, n_components, psi_cfg)
+    theta = Theta(n_components, n_classes, theta_cfg)
     W = torch.rand(features.n_freq, n_components)
     names = [f"class{i}" for i in range(n_classes)]
     interp = Interpreter(clf, psi, theta, W, features, names,
@@ -73,9 +91,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--arch", default="conv2d", help="random model: conv2d | cnn14")
-    ap.add_argument("--width", type=int, default=None, help="random conv2d: first-block width "
-                    "(default: ClassifierModelConfig's)")
+    ap.add_argument("--classifier_recipe", default=str(ROOT / "recipes/esc50/"
+                                                       "classifier_conv2d.yaml"))
+    ap.add_argument("--l2i_recipe", default=str(ROOT / "recipes/esc50/l2i_conv2d.yaml"))
+    ap.add_argument("--arch", default=None, help="random model: override conv2d | cnn14")
+    ap.add_argument("--width", type=int, default=None, help="random conv2d: override the "
+                    "first-block width")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,8 +105,9 @@ def main() -> None:
     if args.ckpt:
         explainer = Explainer.load(args.ckpt, device=args.device)
     else:
-        explainer = Explainer(random_interpreter(arch=args.arch, width=args.width)
-                              .to(args.device))
+        explainer = Explainer(random_interpreter(
+            classifier_recipe=args.classifier_recipe, l2i_recipe=args.l2i_recipe,
+            arch=args.arch, width=args.width).to(args.device))
     load_s = time.perf_counter() - t0
 
     sr = explainer.sample_rate
@@ -100,12 +122,14 @@ def main() -> None:
     with torch.no_grad():
         classifier_only = _time(lambda: interp.classify(mag), args.repeats)
     print(json.dumps({
-        "benchmark": "interpret", "checkpoint": args.ckpt or "random (default configs)",
+        "benchmark": "interpret", "checkpoint": args.ckpt or "random weights",
+        "recipes": None if args.ckpt else [r for r in (args.classifier_recipe, args.l2i_recipe)
+                                           if Path(r).is_file()],
+        "classifier": type(interp.classifier).__name__,
         "clip_s": args.seconds, "sample_rate": sr, "repeats": args.repeats,
         "device": args.device, "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "n_components": int(interp.n_components), "n_classes": int(interp.n_classes),
-        "classifier": type(interp.classifier).__name__,
         "classifier_params": int(sum(p.numel() for p in interp.classifier.parameters())),
         "params": int(sum(p.numel() for p in interp.parameters())),
         "load_s": round(load_s, 3),
