@@ -257,3 +257,11 @@ def test_interpret_files_writes_wav_png_json(tiny_ckpt, tmp_path):
     with pytest.raises(ConfigError, match="checkpoint"):
         interpret_files(InterpretRecipe(ckpt=str(tmp_path / "missing.ckpt"),
                                         files=[str(src / "street.wav")], output_folder=str(out)))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error message")
+def test_load_on_missing_cuda_is_a_clear_error(tiny_ckpt):
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        Explainer.load(tiny_ckpt, device="cuda")
+    with pytest.raises(ConfigError, match="not a valid torch device"):
+        Explainer.load(tiny_ckpt, device="gpu0")
