@@ -324,3 +324,27 @@ def test_evaluate_maps_labels_by_class_name(tmp_path, tiny_dataset, tiny_feature
     for r in _rows(tmp_path / "o" / "per_clip.csv"):
         assert r["label_name"] == shuffled[int(r["label"])]
         assert r["label_name"] == class_names[int(r["id"].split("-")[-1].split(".")[0])]
+
+
+def test_evaluate_takes_data_settings_from_the_checkpoint(tmp_path, tiny_dataset, tiny_features,
+                                                          class_names):
+    from dataclasses import asdict
+
+    from l2i.evaluation import evaluate
+    from l2i.interpreter import save_interpreter
+
+    dc = DataConfig(train_folds=[1, 2], valid_folds=[3], test_folds=[4], duration_s=0.5)
+    save_interpreter(tmp_path / "m.ckpt", _interpreter(tiny_features, class_names),
+                     recipe={"data_folder": str(tiny_dataset), "data": asdict(dc)})
+    # only the checkpoint: data folder, folds and clip length come from its training recipe
+    evaluate(EvaluateRecipe(ckpt=str(tmp_path / "m.ckpt"), output_folder=str(tmp_path / "a"),
+                            n_examples=1, device="cpu"))
+    rows = _rows(tmp_path / "a" / "per_clip.csv")
+    assert len(rows) == 8 and all(r["id"].split("/")[-1].startswith("4-") for r in rows)
+    wav, _ = sf.read(next((tmp_path / "a" / "examples").glob("*.input.wav")))
+    assert wav.shape == (4000,)  # 0.5 s at 8 kHz, as in training
+    # --test_folds 3 works although fold 3 is the recipe's valid fold
+    evaluate(EvaluateRecipe(ckpt=str(tmp_path / "m.ckpt"), output_folder=str(tmp_path / "b"),
+                            test_folds=[3], n_examples=0, device="cpu"))
+    rows = _rows(tmp_path / "b" / "per_clip.csv")
+    assert all(r["id"].split("/")[-1].startswith("3-") for r in rows)

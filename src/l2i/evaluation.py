@@ -47,7 +47,14 @@ from torch import Tensor
 
 from l2i import features as feats
 from l2i import metrics as M
-from l2i.config import EvaluateRecipe, FeaturesConfig, save_config, to_dict
+from l2i.config import (
+    DataConfig,
+    EvaluateRecipe,
+    FeaturesConfig,
+    from_dict,
+    save_config,
+    to_dict,
+)
 from l2i.errors import ConfigError, DataError
 
 CONTAMINATIONS = ("none", "white_noise", "mixtures", "noise_folder")
@@ -313,10 +320,12 @@ def evaluate(cfg: EvaluateRecipe) -> str:
     from l2i.explain import Explainer
     from l2i.interpreter import load_interpreter, resolve_device
 
-    _check(cfg)
-    data_cfg = _test_data_config(cfg)
+    _check_ckpt(cfg)
     device = resolve_device(cfg.device)
     interp = load_interpreter(cfg.ckpt, device)
+    cfg = with_checkpoint_defaults(cfg, getattr(interp, "recipe", None) or {})
+    _check(cfg)
+    data_cfg = _test_data_config(cfg)
     explainer = Explainer(interp, relevance_th=cfg.relevance_th, top_k=cfg.top_k)
     fcfg: FeaturesConfig = explainer.features
     sr = int(fcfg.sample_rate)
@@ -367,15 +376,37 @@ def evaluate(cfg: EvaluateRecipe) -> str:
     return _summary_line(out, agg, counts)
 
 
-def _check(cfg: EvaluateRecipe) -> None:
+def with_checkpoint_defaults(cfg: EvaluateRecipe, recipe: dict[str, Any]) -> EvaluateRecipe:
+    """Fill what the command line left unset from the interpreter's training recipe.
+
+    ``data_folder`` (when empty) and the whole ``data`` section (when it is left at its
+    defaults: clip length, normalisation, folds...) come from the ``l2i train`` recipe stored in
+    the checkpoint, so ``l2i evaluate CKPT`` evaluates on the test folds the model was trained
+    against, with the same clip length. ``--test_folds`` still overrides the folds.
+    """
+    data_folder = cfg.data_folder or str(recipe.get("data_folder") or "")
+    data = cfg.data
+    if cfg.data == DataConfig() and isinstance(recipe.get("data"), dict):
+        try:
+            data = from_dict(DataConfig, recipe["data"])
+        except ConfigError:
+            data = cfg.data  # an older or foreign recipe: keep the defaults
+    return replace(cfg, data_folder=data_folder, data=data)
+
+
+def _check_ckpt(cfg: EvaluateRecipe) -> None:
     if not cfg.ckpt:
         raise ConfigError("l2i evaluate needs a checkpoint: l2i evaluate RUN/l2i/l2i.ckpt "
                           "--data_folder D --output_folder O")
     if not Path(cfg.ckpt).is_file():
         raise ConfigError(f"checkpoint {cfg.ckpt} not found: give the l2i.ckpt written by "
                           "'l2i train'")
+
+
+def _check(cfg: EvaluateRecipe) -> None:
     if not cfg.data_folder:
-        raise ConfigError("l2i evaluate needs --data_folder (the dataset to evaluate on)")
+        raise ConfigError("l2i evaluate needs --data_folder (the dataset to evaluate on; the "
+                          "checkpoint does not name one)")
     if not Path(cfg.data_folder).is_dir():
         raise DataError(f"data folder {cfg.data_folder} does not exist")
     if cfg.contamination not in CONTAMINATIONS:

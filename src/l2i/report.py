@@ -102,17 +102,17 @@ def write_report(cfg: ReportRecipe) -> str:
     """
     root = Path(cfg.run_folder) if cfg.run_folder else None
     if root is None or not root.is_dir():
-        raise L2IError(f"report: run folder {cfg.run_folder!r} does not exist: give the output "
+        raise L2IError(f"run folder {cfg.run_folder!r} does not exist: give the output "
                        "folder of 'l2i evaluate' or of 'l2i demo' / 'l2i run'")
     evaluations = find_evaluations(root)
     subruns = {name: root / name for name in SUBRUNS if (root / name).is_dir()}
     if not evaluations and not subruns:
-        raise L2IError(f"report: {root} holds nothing to report: expected a metrics.json written "
+        raise L2IError(f"{root} holds nothing to report: expected a metrics.json written "
                        "by 'l2i evaluate' (in the folder or a sub-folder) or classifier/, nmf/, "
                        "l2i/ sub-runs; run 'l2i evaluate CKPT --data_folder D --output_folder "
                        f"{root}' first")
     if cfg.n_examples < 0:
-        raise L2IError(f"report: n_examples must be >= 0, got {cfg.n_examples}")
+        raise L2IError(f"n_examples must be >= 0, got {cfg.n_examples}")
     page = render_report(root, evaluations, subruns, cfg.n_examples)
     out = Path(cfg.output) if cfg.output else root / "report.html"
     _write_text_atomic(out, page)
