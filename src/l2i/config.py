@@ -158,6 +158,7 @@ class PsiConfig:
     kernel_size: int = 3  # odd; temporal context of the residual Conv1d blocks
     dropout: float = 0.0
     activation: str = "relu"  # relu | softplus (H >= 0)
+    time_resolution: str = "output"  # output: blocks at the STFT frame rate | maps: at the maps'
 
 
 @dataclass

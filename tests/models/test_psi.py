@@ -69,3 +69,12 @@ def test_gradients_reach_every_parameter():
     psi = Psi(CHANNELS, 10, PsiConfig(hidden=16, n_layers=2))
     psi(_maps(), 25).sum().backward()
     assert all(p.grad is not None for p in psi.parameters())
+
+
+@pytest.mark.parametrize("T", [50, 431])
+def test_maps_time_resolution_gives_the_same_shapes(T):
+    psi = Psi(CHANNELS, 7, PsiConfig(hidden=16, n_layers=2, time_resolution="maps"))
+    H = psi(_maps(), T)
+    assert H.shape == (2, 7, T) and bool((H >= 0).all())
+    with pytest.raises(ValueError, match="time_resolution"):
+        Psi(CHANNELS, 7, PsiConfig(time_resolution="fast"))

@@ -224,7 +224,7 @@ def test_train_end_to_end_writes_a_loadable_bundle(artefacts, tiny_dataset, tmp_
     # the logged training loss went down
     import csv
     rows = list(csv.DictReader(open(next((out / "logs").rglob("metrics.csv")))))
-    losses = [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) == 4 and losses[-1] < losses[0]
     interp = load_interpreter(path, "cpu")
     assert interp.class_names == [f"class{i}" for i in range(N_CLASSES)]

@@ -9,6 +9,9 @@ One design for every classifier that exposes named maps ``(B, C_i, T_i, F_i)``:
 3. ``n_layers`` residual blocks ``Conv1d(k) -> LayerNorm(channels) -> ReLU (-> dropout)``.
 4. a 1x1 ``Conv1d(hidden, K)`` and a ReLU (or softplus) give ``H >= 0``.
 
+With ``time_resolution: maps`` steps 2-4 run at the finest map's frame rate and only the K
+output channels are interpolated to T (before the ReLU): several times cheaper, smoother H.
+
 Which maps are read and the width are configuration (:class:`l2i.config.PsiConfig`), not code.
 Imports only torch.
 """
@@ -93,6 +96,10 @@ class Psi(nn.Module):
         self.activation = getattr(cfg, "activation", "relu")
         if self.activation not in ("relu", "softplus"):
             raise ValueError(f"psi.activation must be relu or softplus, got {self.activation!r}")
+        self.time_resolution = getattr(cfg, "time_resolution", "output")
+        if self.time_resolution not in ("output", "maps"):
+            raise ValueError("psi.time_resolution must be output or maps, got "
+                             f"{self.time_resolution!r}")
         self.proj = nn.ModuleDict({
             n: nn.Conv1d(2 * c, cfg.hidden, kernel_size=1) for n, c in self.map_channels.items()})
         self.blocks = nn.Sequential(*[_Block(cfg.hidden, cfg.kernel_size, cfg.dropout)
@@ -108,15 +115,23 @@ class Psi(nn.Module):
 
     def forward_reduced(self, reduced: Mapping[str, Tensor], n_frames: int) -> Tensor:
         """``{name: (B, 2C_i, T_i)}`` (from :meth:`reduce`) -> ``H (B, K, n_frames)`` >= 0."""
+        n_frames = int(n_frames)
+        # "output": the blocks run at the STFT frame rate; "maps": at the finest map's rate,
+        # and only the K output channels are interpolated (cheaper, smoother in time)
+        t_work = n_frames if self.time_resolution == "output" else max(
+            reduced[n].shape[-1] for n in self.map_names)
         x: Tensor | None = None
         for name in self.map_names:
             r = self.proj[name](reduced[name].float())  # (B, hidden, T_i)
-            r = F.interpolate(r, size=int(n_frames), mode="linear",
-                              align_corners=False)  # (B, hidden, T)
+            if r.shape[-1] != t_work:
+                r = F.interpolate(r, size=t_work, mode="linear",
+                                  align_corners=False)  # (B, hidden, t_work)
             x = r if x is None else x + r
         assert x is not None
-        x = self.blocks(x)  # (B, hidden, T)
-        h = self.out(x)  # (B, K, T)
+        x = self.blocks(x)  # (B, hidden, t_work)
+        h = self.out(x)  # (B, K, t_work)
+        if t_work != n_frames:
+            h = F.interpolate(h, size=n_frames, mode="linear", align_corners=False)  # (B, K, T)
         return F.relu(h) if self.activation == "relu" else F.softplus(h)
 
     def forward(self, maps: Mapping[str, Tensor], n_frames: int) -> Tensor:

@@ -309,10 +309,9 @@ class L2IModule(L.LightningModule):
         terms, o = self.shared_step(batch, train=True)
         theta_logits, logits = o["theta_logits"], o["logits"]
         B = logits.shape[0]
-        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=True,
-                      on_epoch=True, batch_size=B, prog_bar=False)
-        self.log("train/fid_top1", topk_hits(theta_logits, logits, 1).mean(), on_step=False,
-                 on_epoch=True, batch_size=B, prog_bar=True)
+        values = {f"train/{k}": v.detach() for k, v in terms.items()}
+        values["train/fid_top1"] = topk_hits(theta_logits, logits, 1).mean()
+        self.log_dict(values, on_step=False, on_epoch=True, batch_size=B, sync_dist=True)
         return terms["loss"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
