@@ -1,0 +1,557 @@
+"""Sparse NMF dictionary learning on spectrogram frames, and the fixed decoder ``W @ H``.
+
+Model (L2I_SPEC §4): frames ``V (F, N) >= 0`` (log1p magnitudes, one column per STFT frame) are
+approximated by ``W H`` with a dictionary ``W (F, K) >= 0`` whose columns have unit L2 norm and
+activations ``H (K, N) >= 0``, minimising::
+
+    f(W, H) = ||V - W H||_F^2 + sparsity * sum(H)
+
+Solvers (``NMFConfig.solver``):
+
+- ``hals`` (default): exact block-coordinate descent (hierarchical alternating least squares).
+  Each row of H and each column of W is updated in closed form; for a unit-norm column the
+  minimiser is ``w_k = [R_k h_k^T]_+ / ||[R_k h_k^T]_+||`` (R_k: the residual without atom k), so
+  the unit-norm constraint is exact and f never increases. Several cheap sweeps are run on the
+  K x K / K x N Gram quantities per pass over the data (Gillis & Glineur 2012).
+- ``mu``: multiplicative updates (Lee & Seung) with column renormalisation (f non-increasing when
+  ``sparsity == 0``).
+
+Full batch (``batch_frames=None``) keeps V and H on the device. Mini-batch / online mode
+(``batch_frames=B``) streams frames B at a time and keeps only the sufficient statistics
+``A = sum H H^T (K, K)`` and ``B = sum V H^T (F, K)`` (Mairal et al. 2010, as sklearn's
+MiniBatchNMF), so memory is bounded whatever N.
+
+``history`` holds ``f / ||V||_F^2`` per iteration (epoch in mini-batch mode): with no sparsity it
+is the squared relative reconstruction error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from l2i.config import FeaturesConfig, NMFConfig
+from l2i.errors import ConfigError, L2IError
+from l2i.features import features_match
+
+FORMAT = "l2i-nmf"
+VERSION = 1
+EPS = 1e-12
+SOLVERS = ("hals", "mu")
+_CHUNK = 2048  # frames per block in the H sweeps (keeps a (K, chunk) block in cache)
+_INIT_FRAMES = 20000  # frames used by the NNDSVD initialisation
+
+
+@dataclass
+class NMFResult:
+    """What :func:`fit_nmf` returns.
+
+    ``W (F, K)`` float32 on the CPU, unit-L2 columns; ``H (K, N)`` float32 on the CPU in full-batch
+    mode (None in mini-batch mode); ``history`` the objective ``f / ||V||^2`` per iteration;
+    ``rel_error = ||V - W H||_F / ||V||_F`` on the training frames (H refitted with W fixed in
+    mini-batch mode).
+    """
+
+    W: Tensor
+    history: list[float] = field(default_factory=list)
+    rel_error: float = float("nan")
+    n_iter: int = 0
+    seconds: float = 0.0
+    H: Tensor | None = None
+
+
+# --------------------------------------------------------------------------- small helpers
+def _device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _as_frames(frames: Tensor | np.ndarray) -> Tensor:
+    """Frames ``(N, F)`` as a float32 CPU/device tensor (NumPy arrays and memmaps are wrapped)."""
+    if isinstance(frames, np.ndarray):
+        frames = torch.from_numpy(np.asarray(frames, dtype=np.float32))
+    if frames.dim() != 2:
+        raise ValueError(f"NMF frames must be (N, F), got shape {tuple(frames.shape)}")
+    return frames.float()
+
+
+def _check_frames(frames: Tensor) -> None:
+    if frames.shape[0] == 0:
+        raise L2IError("NMF: no training frames (the training split is empty): check the data "
+                       "folder and data.train_folds")
+    if not bool(torch.isfinite(frames).all()):
+        raise L2IError("NMF: training frames contain NaN or infinite values: check the audio")
+    if float(frames.min()) < 0:
+        raise L2IError("NMF: training frames must be non-negative (log1p magnitudes)")
+
+
+def _hals_h(H: Tensor, WtV: Tensor, WtW: Tensor, sparsity: float, n_sweeps: int) -> Tensor:
+    """HALS sweeps on ``H (K, N)`` in place for fixed W, given ``WtV (K, N)`` and ``WtW (K, K)``.
+
+    Row update: ``h_k <- max(0, h_k + (WtV_k - sparsity/2 - WtW_k H) / WtW_kk)``, which is the
+    exact minimiser of f over row k. Frames are processed in cache-sized blocks.
+    """
+    K, N = H.shape
+    diag = WtW.diagonal()
+    inv = torch.where(diag > EPS, 1.0 / diag.clamp_min(EPS), torch.zeros_like(diag))  # (K,)
+    inv_l = inv.tolist()
+    rows = [WtW[k] for k in range(K)]  # (K,) each
+    with _sweep_threads(H.device):
+        _hals_h_sweeps(H, WtV, rows, inv_l, sparsity, n_sweeps)
+    return H
+
+
+def _hals_h_sweeps(H: Tensor, WtV: Tensor, rows: list[Tensor], inv_l: list[float],
+                   sparsity: float, n_sweeps: int) -> None:
+    K, N = H.shape
+    for _ in range(n_sweeps):
+        for c0 in range(0, N, _CHUNK):
+            Hc = H[:, c0:c0 + _CHUNK]  # (K, n) view
+            Rc = WtV[:, c0:c0 + _CHUNK]  # (K, n)
+            if sparsity:
+                Rc = Rc - sparsity / 2
+            HcT = Hc.T  # (n, K) view
+            for k in range(K):
+                if inv_l[k] == 0.0:
+                    Hc[k].zero_()
+                    continue
+                g = torch.addmv(Rc[k], HcT, rows[k], alpha=-1.0)  # (n,)
+                Hc[k].add_(g, alpha=inv_l[k]).clamp_(min=0.0)
+
+
+def _hals_w(W: Tensor, VHt: Tensor, HHt: Tensor, n_sweeps: int,
+            reseed: Tensor | None = None) -> Tensor:
+    """HALS sweeps on unit-norm columns of ``W (F, K)`` in place; ``VHt (F, K)``, ``HHt (K, K)``.
+
+    ``a = VHt_k - W HHt_k + w_k HHt_kk`` (= R_k h_k^T); ``w_k <- [a]_+ / ||[a]_+||``. An unused atom
+    (``HHt_kk == 0``) does not affect f and is replaced by the matching column of ``reseed (F, K)``
+    (random data frames), so it can be used again.
+    """
+    with _sweep_threads(W.device):
+        _hals_w_sweeps(W, VHt, HHt, n_sweeps, reseed)
+    return W
+
+
+def _hals_w_sweeps(W: Tensor, VHt: Tensor, HHt: Tensor, n_sweeps: int,
+                   reseed: Tensor | None) -> None:
+    K = W.shape[1]
+    diag = HHt.diagonal().tolist()
+    for sweep in range(n_sweeps):
+        for k in range(K):
+            if diag[k] <= EPS:
+                if reseed is not None and sweep == 0:
+                    W[:, k] = reseed[:, k] / reseed[:, k].norm().clamp_min(EPS)
+                continue
+            a = torch.addmv(VHt[:, k], W, HHt[:, k], alpha=-1.0)  # (F,)
+            a.add_(W[:, k], alpha=diag[k]).clamp_(min=0.0)
+            n = float(a.norm())
+            if n > EPS:
+                W[:, k] = a / n
+            else:  # no positive direction: the best unit vector is one coordinate
+                best = torch.argmax(torch.addmv(VHt[:, k], W, HHt[:, k], alpha=-1.0)
+                                    + W[:, k] * diag[k])
+                W[:, k] = 0.0
+                W[best, k] = 1.0
+
+
+def _objective(v_sq: float, WtV: Tensor, H: Tensor, WtW: Tensor, HHt: Tensor,
+               sparsity: float) -> float:
+    """``||V - W H||^2 + sparsity * sum(H)`` from Gram quantities: ``v_sq = ||V||^2``,
+    ``WtV (K, N)``, ``H (K, N)``, ``WtW (K, K)``, ``HHt (K, K)``; O(K N), no pass over V."""
+    cross = float(torch.linalg.vecdot(WtV, H).sum(dtype=torch.float64))
+    quad = float((WtW.double() * HHt.double()).sum())
+    l1 = float(H.sum(dtype=torch.float64)) if sparsity else 0.0
+    return max(v_sq - 2.0 * cross + quad, 0.0) + sparsity * l1
+
+
+@contextlib.contextmanager
+def _sweep_threads(device: torch.device):
+    """Run the many small ops of the HALS sweeps on one CPU thread.
+
+    With several threads, each tiny op pays a synchronisation that dominates (10x slower when
+    the cores are shared); the large matrix products around the sweeps keep every thread.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _normalize_columns(W: Tensor) -> Tensor:
+    return W / W.norm(dim=0, keepdim=True).clamp_min(EPS)
+
+
+def _nndsvd_w(frames: Tensor, K: int, gen: torch.Generator, device: torch.device) -> Tensor:
+    """NNDSVD-style dictionary ``(F, K)`` from the leading singular vectors of a frame subsample.
+
+    The Gram ``V V^T (F, F)`` of at most ``_INIT_FRAMES`` random frames gives the left singular
+    vectors; for each, the positive or negative part (whichever carries more energy, with the
+    right singular vector) becomes an atom. Missing atoms (K > rank) are random frames; every
+    atom gets a little positive noise so that multiplicative updates can use every bin.
+    """
+    N, F = frames.shape
+    idx = torch.randperm(N, generator=gen)[:_INIT_FRAMES].sort().values
+    Vs = frames[idx].to(device)  # (n, F)
+    G = (Vs.T.double() @ Vs.double())  # (F, F)
+    evals, U = torch.linalg.eigh(G)  # ascending
+    r = min(K, F)
+    U = U[:, -r:].flip(1).to(Vs.dtype)  # (F, r) leading first
+    S = evals[-r:].flip(0).clamp_min(0).sqrt()  # (r,)
+    P = Vs @ U  # (n, r) = s * v
+    Wn = torch.empty(F, K, device=device)
+    for k in range(r):
+        u, p = U[:, k], P[:, k]
+        up, un = u.clamp(min=0), (-u).clamp(min=0)
+        pp, pn = p.clamp(min=0), (-p).clamp(min=0)
+        mp, mn = float(up.norm() * pp.norm()), float(un.norm() * pn.norm())
+        Wn[:, k] = up if mp >= mn else un
+        if S[k] <= EPS or float(Wn[:, k].norm()) <= EPS:
+            Wn[:, k] = Vs[int(torch.randint(len(Vs), (1,), generator=gen))]
+    if K > r:
+        pick = torch.randint(len(Vs), (K - r,), generator=gen)
+        Wn[:, r:] = Vs[pick.to(device)].T
+    Wn = _normalize_columns(Wn)
+    noise = torch.rand(F, K, generator=gen).to(device)
+    Wn = Wn + 0.01 * noise / math.sqrt(F)
+    return _normalize_columns(Wn)
+
+
+def _random_frames(frames: Tensor, K: int, gen: torch.Generator, device: torch.device) -> Tensor:
+    """``K`` random frames as columns ``(F, K)`` (used to re-seed dead atoms)."""
+    pick = torch.randint(frames.shape[0], (K,), generator=gen)
+    return frames[pick].to(device).T.contiguous() + 1e-3
+
+
+# --------------------------------------------------------------------------- public API
+def fit_nmf(frames: Tensor | np.ndarray, cfg: NMFConfig, device: str | torch.device | None = None,
+            progress: bool = True) -> NMFResult:
+    """Learn ``W (F, K)`` from ``frames (N, F) >= 0`` (e.g. log1p magnitudes).
+
+    ``cfg``: ``n_components`` K, ``sparsity`` (L1 weight on H), ``n_iter`` (passes / epochs),
+    ``tol`` (stop when the relative decrease of f over one iteration is below it), ``solver``,
+    ``inner_iter`` (HALS sweeps per pass), ``batch_frames`` (None: full batch), ``seed``.
+    ``device`` overrides ``cfg.device``. Deterministic for a seed on a given device.
+    """
+    if cfg.solver not in SOLVERS:
+        raise ConfigError(f"nmf.solver must be one of {', '.join(SOLVERS)}, got {cfg.solver!r}")
+    if cfg.n_components < 1:
+        raise ConfigError(f"nmf.n_components must be >= 1, got {cfg.n_components}")
+    if cfg.sparsity < 0:
+        raise ConfigError(f"nmf.sparsity must be >= 0, got {cfg.sparsity}")
+    if cfg.batch_frames is not None and cfg.batch_frames < 1:
+        raise ConfigError(f"nmf.batch_frames must be >= 1 or null, got {cfg.batch_frames}")
+    frames = _as_frames(frames)
+    _check_frames(frames)
+    dev = _device(device if device is not None else cfg.device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    W = _nndsvd_w(frames, cfg.n_components, gen, dev)
+    if cfg.batch_frames is None or cfg.batch_frames >= frames.shape[0]:
+        res = _fit_full(frames, W, cfg, dev, gen, progress)
+    else:
+        res = _fit_minibatch(frames, W, cfg, dev, gen, progress)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _fit_full(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch.device,
+              gen: torch.Generator, progress: bool) -> NMFResult:
+    from tqdm.auto import tqdm
+
+    V = frames.to(dev).T.contiguous()  # (F, N)
+    v_sq = float(V.double().square().sum())
+    K, N = cfg.n_components, V.shape[1]
+    lam = float(cfg.sparsity)
+    inner = max(1, cfg.inner_iter)
+    H = torch.zeros(K, N, device=dev)
+    if cfg.solver == "mu":  # MU cannot leave zeros: start from a scaled positive projection
+        H = (W.T @ V).clamp_min(0)  # (K, N)
+        WH = W @ H
+        H *= float((V * WH).sum() / WH.square().sum().clamp_min(EPS))
+        H += 1e-4 * float(H.mean())
+        del WH
+    history: list[float] = []
+    bar = tqdm(range(cfg.n_iter), desc="NMF", disable=not progress, leave=False)
+    it = 0
+    for it in bar:
+        WtW = W.T @ W  # (K, K)
+        WtV = W.T @ V  # (K, N)
+        if cfg.solver == "hals":
+            _hals_h(H, WtV, WtW, lam, inner if it else inner + 2)
+        else:
+            H.mul_(WtV / (WtW @ H + lam / 2).clamp_min(EPS))
+        HHt = H @ H.T  # (K, K)
+        history.append(_objective(v_sq, WtV, H, WtW, HHt, lam) / v_sq)
+        del WtV
+        VHt = V @ H.T  # (F, K)
+        if cfg.solver == "hals":
+            reseed = _random_frames(frames, K, gen, dev) if bool(
+                (HHt.diagonal() <= EPS).any()) else None
+            _hals_w(W, VHt, HHt, inner, reseed)
+        else:
+            W.mul_(VHt / (W @ HHt).clamp_min(EPS))
+            norms = W.norm(dim=0).clamp_min(EPS)  # (K,)
+            W.div_(norms)
+            H.mul_(norms[:, None])
+        bar.set_postfix(objective=f"{history[-1]:.5f}")
+        if len(history) > 1 and history[-2] - history[-1] < cfg.tol * history[-2]:
+            break
+    bar.close()
+    rel = _rel_error(V, W, H)
+    return NMFResult(W=W.float().cpu().contiguous(), history=history, rel_error=rel,
+                     n_iter=it + 1, H=H.float().cpu())
+
+
+def _fit_minibatch(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch.device,
+                   gen: torch.Generator, progress: bool) -> NMFResult:
+    from tqdm.auto import tqdm
+
+    N, F = frames.shape
+    K, bsz, lam = cfg.n_components, int(cfg.batch_frames), float(cfg.sparsity)
+    inner = max(1, cfg.inner_iter)
+    rho = cfg.forget_factor ** (bsz / N)  # weight of the past per batch
+    A = torch.zeros(K, K, device=dev)  # sum H H^T
+    B = torch.zeros(F, K, device=dev)  # sum V H^T
+    history: list[float] = []
+    bar = tqdm(range(cfg.n_iter), desc="NMF (mini-batch)", disable=not progress, leave=False)
+    for _ in bar:
+        perm = torch.randperm(N, generator=gen)
+        f_sum, v_sum = 0.0, 0.0
+        for b0 in range(0, N, bsz):
+            idx = perm[b0:b0 + bsz].sort().values
+            Vb = frames[idx].to(dev).T.contiguous()  # (F, b)
+            vb_sq = float(Vb.double().square().sum())
+            WtW = W.T @ W  # (K, K)
+            WtV = W.T @ Vb  # (K, b)
+            Hb = torch.zeros(K, Vb.shape[1], device=dev)
+            _hals_h(Hb, WtV, WtW, lam, 4 * inner)
+            HHt = Hb @ Hb.T  # (K, K)
+            f_sum += _objective(vb_sq, WtV, Hb, WtW, HHt, lam)
+            v_sum += vb_sq
+            A.mul_(rho).add_(HHt)
+            B.mul_(rho).add_(Vb @ Hb.T)
+            reseed = _random_frames(frames, K, gen, dev) if bool(
+                (A.diagonal() <= EPS).any()) else None
+            if cfg.solver == "hals":
+                _hals_w(W, B, A, inner, reseed)
+            else:
+                W.mul_(B / (W @ A).clamp_min(EPS))
+                W.copy_(_normalize_columns(W))
+        history.append(f_sum / max(v_sum, EPS))
+        bar.set_postfix(objective=f"{history[-1]:.5f}")
+        if len(history) > 1 and history[-2] - history[-1] < cfg.tol * history[-2]:
+            break
+    bar.close()
+    W = W.float().cpu().contiguous()
+    rel = relative_error(frames, W, lam, n_iter=4 * inner, device=dev)
+    return NMFResult(W=W, history=history, rel_error=rel, n_iter=len(history), H=None)
+
+
+def _rel_error(V: Tensor, W: Tensor, H: Tensor) -> float:
+    """``||V - W H||_F / ||V||_F`` for ``V (F, N)``, computed block-wise in float64 sums."""
+    num, den = 0.0, 0.0
+    for c0 in range(0, V.shape[1], 4 * _CHUNK):
+        Vc = V[:, c0:c0 + 4 * _CHUNK]  # (F, n)
+        R = Vc - W @ H[:, c0:c0 + 4 * _CHUNK]  # (F, n)
+        num += float(R.double().square().sum())
+        den += float(Vc.double().square().sum())
+    return math.sqrt(num / max(den, EPS))
+
+
+def nmf_transform(frames: Tensor | np.ndarray, W: Tensor, sparsity: float = 0.0,
+                  n_iter: int = 100, device: str | torch.device | None = None,
+                  tol: float = 1e-4) -> Tensor:
+    """Activations ``H (K, N) >= 0`` of ``frames (N, F)`` for a fixed dictionary ``W (F, K)``.
+
+    Minimises ``||V - W H||^2 + sparsity * sum(H)`` over H by HALS sweeps (at most ``n_iter``,
+    stopping when the largest change of H in a sweep is below ``tol`` times its largest value).
+    W need not have unit columns (imported dictionaries). Returns float32 on ``device`` (default:
+    W's device).
+    """
+    frames = _as_frames(frames)
+    if W.dim() != 2 or W.shape[0] != frames.shape[1]:
+        raise ValueError(f"W {tuple(W.shape)} does not match frames {tuple(frames.shape)}: "
+                         "W must be (F, K) with F = frames.shape[1]")
+    dev = torch.device(device) if device is not None and str(device) != "auto" else W.device
+    Wd = W.to(dev).float()
+    WtW = Wd.T @ Wd  # (K, K)
+    out = torch.empty(W.shape[1], frames.shape[0], device=dev)
+    step = 4 * _CHUNK
+    for c0 in range(0, frames.shape[0], step):
+        V = frames[c0:c0 + step].to(dev).T  # (F, n)
+        WtV = Wd.T @ V  # (K, n)
+        H = torch.zeros(W.shape[1], V.shape[1], device=dev)
+        for _ in range(max(1, n_iter)):
+            prev = H.clone()
+            _hals_h(H, WtV, WtW, float(sparsity), 1)
+            if float((H - prev).abs().max()) <= tol * max(float(H.max()), EPS):
+                break
+        out[:, c0:c0 + step] = H
+    return out
+
+
+def relative_error(frames: Tensor | np.ndarray, W: Tensor, sparsity: float = 0.0,
+                   n_iter: int = 100, device: str | torch.device | None = None,
+                   objective: bool = False) -> float | tuple[float, float]:
+    """``||V - W H||_F / ||V||_F`` of ``frames (N, F)`` with H from :func:`nmf_transform`.
+
+    Streams the frames in blocks (memory bounded). With ``objective=True`` also returns
+    ``(||V - W H||^2 + sparsity * sum(H)) / ||V||^2`` (the ``history`` scale of fit_nmf).
+    """
+    frames = _as_frames(frames)
+    dev = torch.device(device) if device is not None and str(device) != "auto" else W.device
+    Wd = W.to(dev).float()
+    num = den = l1 = 0.0
+    step = 4 * _CHUNK
+    for c0 in range(0, frames.shape[0], step):
+        Vb = frames[c0:c0 + step].to(dev)  # (b, F)
+        Hb = nmf_transform(Vb, Wd, sparsity, n_iter=n_iter, device=dev)  # (K, b)
+        R = Vb.T - Wd @ Hb  # (F, b)
+        num += float(R.square().sum(dtype=torch.float64))
+        den += float(Vb.square().sum(dtype=torch.float64))
+        l1 += float(Hb.sum(dtype=torch.float64))
+    rel = math.sqrt(num / max(den, EPS))
+    if objective:
+        return rel, (num + sparsity * l1) / max(den, EPS)
+    return rel
+
+
+def reconstruct(W: Tensor, H: Tensor) -> Tensor:
+    """The fixed decoder: ``W (F, K)``, ``H (B, K, T)`` -> ``(W H)^T (B, T, F)``, differentiable."""
+    if H.dim() != 3 or W.dim() != 2 or H.shape[1] != W.shape[1]:
+        raise ValueError(f"reconstruct expects W (F, K) and H (B, K, T), got {tuple(W.shape)} "
+                         f"and {tuple(H.shape)}")
+    return torch.matmul(W.to(H.dtype), H).transpose(1, 2)  # (B, F, T) -> (B, T, F)
+
+
+# --------------------------------------------------------------------------- files
+def save_dictionary(path: str | os.PathLike, W: Tensor, features: FeaturesConfig | dict,
+                    stats: dict[str, Any] | None = None) -> Path:
+    """Write ``nmf.pt`` atomically: ``{"format": "l2i-nmf", "version": 1, "W" (F, K) float32,
+    "features": asdict(FeaturesConfig), "stats": {...}}`` (loadable with ``weights_only=True``)."""
+    path = Path(path)
+    feats = asdict(features) if is_dataclass(features) else dict(features)
+    if W.dim() != 2:
+        raise ValueError(f"W must be (F, K), got shape {tuple(W.shape)}")
+    payload = {"format": FORMAT, "version": VERSION,
+               "W": W.detach().float().cpu().contiguous(), "features": feats,
+               "stats": dict(stats or {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_dictionary(path: str | os.PathLike, features: FeaturesConfig | dict | None = None
+                    ) -> tuple[Tensor, dict | None]:
+    """Load a dictionary: ``(W (F, K) float32 >= 0, features dict or None)``.
+
+    Accepts our ``nmf.pt``, a NumPy ``.npy`` of shape ``(freq, K)``, a SpeechBrain
+    ``NMFDecoderAudio`` state dict (``{"W": (513, 100)}``, ReLU applied as the decoder does) or a
+    raw tensor saved with ``torch.save``. With ``features``, a dictionary learnt with other STFT
+    settings, or with another number of frequency bins, raises L2IError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise L2IError(f"NMF dictionary {path} not found: give the nmf.pt written by "
+                       "`l2i train-nmf`, a .npy of shape (freq, K) or a SpeechBrain "
+                       "nmf_decoder.ckpt")
+    found: dict | None = None
+    if path.suffix.lower() == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except Exception as err:
+            raise L2IError(f"cannot read NMF dictionary {path} as a NumPy array ({err})"
+                           ) from None
+        W = torch.from_numpy(np.asarray(arr, dtype=np.float32))
+        kind = "NumPy array"
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise L2IError(f"cannot read NMF dictionary {path} ({type(err).__name__}: {err}): "
+                           "expected an nmf.pt from `l2i train-nmf`, a SpeechBrain state dict "
+                           "{'W': tensor} or a .npy file") from None
+        W, found, kind = _dictionary_from_object(obj, path)
+    if W.dim() != 2 or min(W.shape) == 0:
+        raise L2IError(f"NMF dictionary {path} ({kind}) has shape {tuple(W.shape)}: expected a "
+                       "2-D (freq, K) matrix")
+    W = W.float()
+    if not bool(torch.isfinite(W).all()):
+        raise L2IError(f"NMF dictionary {path} contains NaN or infinite values: retrain it")
+    if found is None:
+        if bool((W < 0).any()):
+            warnings.warn(f"NMF dictionary {path} has negative entries: applying ReLU, as "
+                          "SpeechBrain's NMFDecoderAudio does", stacklevel=2)
+        W = W.clamp(min=0)
+    if features is not None:
+        _check_compatible(path, W, found, features)
+    return W.contiguous(), found
+
+
+def _dictionary_from_object(obj: Any, path: Path) -> tuple[Tensor, dict | None, str]:
+    if isinstance(obj, Tensor):
+        return obj, None, "raw tensor"
+    if isinstance(obj, dict):
+        if obj.get("format") == FORMAT:
+            if obj.get("version", 0) > VERSION:
+                raise L2IError(f"NMF dictionary {path} has format version {obj['version']}, newer "
+                               f"than this l2i ({VERSION}): upgrade l2i")
+            return torch.as_tensor(obj["W"]), dict(obj.get("features") or {}) or None, "l2i nmf.pt"
+        if isinstance(obj.get("W"), Tensor):
+            return obj["W"], None, "SpeechBrain state dict"
+        cands = [v for k, v in obj.items() if isinstance(v, Tensor) and str(k).endswith(".W")]
+        if len(cands) == 1:
+            return cands[0], None, "SpeechBrain state dict"
+        if "format" in obj:
+            raise L2IError(f"{path} is a {obj['format']!r} file, not an NMF dictionary: give the "
+                           "nmf.pt written by `l2i train-nmf`")
+    raise L2IError(f"{path} holds no NMF dictionary: expected an nmf.pt from `l2i train-nmf`, a "
+                   "SpeechBrain state dict {'W': (freq, K)}, a raw (freq, K) tensor or a .npy")
+
+
+def _check_compatible(path: Path, W: Tensor, found: dict | None,
+                      features: FeaturesConfig | dict) -> None:
+    feats = asdict(features) if is_dataclass(features) else dict(features)
+    want = FeaturesConfig(**{k: v for k, v in feats.items()
+                             if k in FeaturesConfig.__dataclass_fields__})
+    if found is not None:
+        diffs = features_match(found, want)
+        if diffs:
+            raise L2IError(
+                f"NMF dictionary {path} was learnt with other STFT settings than the ones in use "
+                f"(dictionary vs expected: {'; '.join(diffs)}): retrain it with the same "
+                f"features, e.g. `l2i train-nmf RECIPE --features.sample_rate {want.sample_rate}"
+                f" --features.n_fft {want.n_fft}`, or use a classifier trained with the "
+                "dictionary's features")
+    if W.shape[0] != want.n_freq:
+        hint = (" (it looks transposed: save it as (freq, K))"
+                if W.shape[1] == want.n_freq else "")
+        raise L2IError(
+            f"NMF dictionary {path} has {W.shape[0]} frequency bins but features.n_fft="
+            f"{want.n_fft} gives {want.n_freq}{hint}: retrain the dictionary with "
+            f"`l2i train-nmf RECIPE --features.n_fft {want.n_fft} --features.sample_rate "
+            f"{want.sample_rate}` or set features.n_fft to {2 * (W.shape[0] - 1)}")

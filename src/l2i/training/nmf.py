@@ -1,0 +1,192 @@
+"""``l2i train-nmf``: learn (or import) the NMF dictionary W on log1p|STFT| training frames.
+
+Writes into ``output_folder``::
+
+    nmf.pt       {"format": "l2i-nmf", "W" (F, K), "features", "stats"} (see l2i.nmf)
+    atoms.png    the K atoms sorted by spectral centroid (frequency in Hz) + the objective curve
+    nmf.json     objective, relative reconstruction error on train and valid frames, K, frames, time
+    config.yaml  the resolved NMFRecipe
+    cache/       decoded audio (l2i.data), reused by later runs
+
+The valid error uses ``nmf_transform`` with W fixed: it tells whether the dictionary generalises
+to unseen clips (the interpreter reconstructs clips it was not learnt on).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from l2i.config import FeaturesConfig, NMFRecipe, save_config
+from l2i.errors import L2IError
+from l2i.features import log1p_magnitude, stft
+from l2i.nmf import NMFResult, fit_nmf, load_dictionary, relative_error, save_dictionary
+
+TRANSFORM_ITER = 100  # HALS sweeps when fitting H with W fixed (valid frames, imported W)
+
+
+def spectrogram_frames(wavs: np.ndarray | list[np.ndarray], features: FeaturesConfig,
+                       device: torch.device | str = "cpu", batch: int = 16) -> np.ndarray:
+    """log1p|STFT| frames of every clip, stacked: ``wavs (N, S)`` (or a list of ``(S_i,)``)
+    -> ``(sum_i T_i, F)`` float32 on the CPU, computed ``batch`` clips at a time."""
+    out: list[np.ndarray] = []
+    if isinstance(wavs, np.ndarray) and wavs.ndim == 2:
+        groups = [wavs[i:i + batch] for i in range(0, len(wavs), batch)]
+    else:
+        groups = [np.asarray(w)[None] for w in wavs]  # variable length: one clip at a time
+    for g in groups:
+        x = torch.from_numpy(np.ascontiguousarray(g, dtype=np.float32)).to(device)  # (B, S)
+        mag = log1p_magnitude(stft(x, features))  # (B, T, F)
+        out.append(mag.reshape(-1, mag.shape[-1]).cpu().numpy())  # (B * T, F)
+    return np.concatenate(out) if out else np.zeros((0, features.n_freq), np.float32)
+
+
+def subsample(frames: np.ndarray, max_frames: int | None, seed: int) -> np.ndarray:
+    """At most ``max_frames`` rows of ``frames (N, F)``, drawn without replacement (seeded)."""
+    if max_frames is None or max_frames >= len(frames):
+        return frames
+    idx = np.sort(np.random.default_rng(seed).choice(len(frames), max_frames, replace=False))
+    return frames[idx]
+
+
+def train_nmf(cfg: NMFRecipe) -> str:
+    """Learn the dictionary of ``cfg`` (or import ``cfg.init``) and write the outputs.
+
+    Returns the path of ``nmf.pt``. Raises L2IError when ``output_folder`` already holds an
+    ``nmf.pt`` (choose a new folder or delete it: a dictionary is never silently replaced, since
+    interpreters trained on it would no longer match).
+    """
+    from l2i.data import load_dataset, load_split
+    from l2i.training.common import torch_device
+
+    out = Path(cfg.output_folder)
+    target = out / "nmf.pt"
+    if target.exists():
+        raise L2IError(f"{target} already exists: give a new --output_folder, or delete it to "
+                       "learn the dictionary again (interpreters trained on it would no longer "
+                       "match)")
+    if not cfg.data_folder:
+        raise L2IError("train-nmf needs --data_folder (the dataset whose training frames the "
+                       "dictionary is learnt on)")
+    device = torch_device(cfg.nmf.device)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    t0 = time.perf_counter()
+
+    index = load_dataset(cfg.data_folder, cfg.data)
+    print(index.summary())
+    cache = out / "cache" if cfg.data.cache else None
+    sr = cfg.features.sample_rate
+    train = load_split(index, "train", cfg.data, sr, cache)
+    frames = subsample(spectrogram_frames(train.wavs, cfg.features, device),
+                       cfg.nmf.max_frames, cfg.nmf.seed)  # (N, F)
+    valid_frames = None
+    if index.valid:
+        valid = load_split(index, "valid", cfg.data, sr, cache)
+        valid_frames = spectrogram_frames(valid.wavs, cfg.features, device)  # (N_v, F)
+
+    lam = cfg.nmf.sparsity
+    if cfg.init:
+        W, _ = load_dictionary(cfg.init, cfg.features)
+        print(f"imported dictionary {cfg.init}: {W.shape[1]} atoms x {W.shape[0]} bins")
+        rel, obj = relative_error(frames, W, lam, TRANSFORM_ITER, device, objective=True)
+        result = NMFResult(W=W, history=[], rel_error=rel, n_iter=0)
+        final_objective = obj
+    else:
+        print(f"learning {cfg.nmf.n_components} atoms on {len(frames)} frames x "
+              f"{frames.shape[1]} bins ({cfg.nmf.solver}, device {device})")
+        result = fit_nmf(torch.from_numpy(frames), cfg.nmf, device=device, progress=True)
+        final_objective = result.history[-1] if result.history else float("nan")
+    rel_valid = (relative_error(valid_frames, result.W, lam, TRANSFORM_ITER, device)
+                 if valid_frames is not None and len(valid_frames) else None)
+    seconds = time.perf_counter() - t0
+
+    stats: dict[str, Any] = {
+        "objective": _num(final_objective), "rel_error_train": _num(result.rel_error),
+        "rel_error_valid": _num(rel_valid), "n_components": int(result.W.shape[1]),
+        "n_frames": int(len(frames)),
+        "n_frames_valid": int(len(valid_frames)) if valid_frames is not None else 0,
+        "n_iter": int(result.n_iter), "seconds": round(seconds, 3), "sparsity": float(lam),
+        "solver": cfg.nmf.solver, "init": cfg.init, "data_folder": str(cfg.data_folder),
+        "train_folds": list(cfg.data.train_folds), "valid_folds": list(cfg.data.valid_folds),
+    }
+    atoms_figure(out / "atoms.png", result.W, cfg.features, result.history)
+    _write_json(out / "nmf.json", {**stats, "history": [_num(h) for h in result.history]})
+    save_dictionary(target, result.W, cfg.features, stats)
+    valid_txt = f", valid {rel_valid:.4f}" if rel_valid is not None else ""
+    print(f"wrote {target}: K={stats['n_components']}, relative error train "
+          f"{result.rel_error:.4f}{valid_txt} ({seconds:.1f} s)")
+    return str(target)
+
+
+def spectral_centroids(W: torch.Tensor, features: FeaturesConfig) -> np.ndarray:
+    """Spectral centroid in Hz of each atom of ``W (F, K)`` -> ``(K,)``."""
+    Wn = W.detach().double().cpu().numpy()  # (F, K)
+    freqs = np.linspace(0.0, features.sample_rate / 2, Wn.shape[0])  # (F,)
+    return (freqs[:, None] * Wn).sum(0) / np.maximum(Wn.sum(0), 1e-12)
+
+
+def atoms_figure(path: str | os.PathLike, W: torch.Tensor, features: FeaturesConfig,
+                 history: list[float]) -> Path:
+    """PNG: the atoms (columns of ``W (F, K)``) sorted by spectral centroid, frequency in Hz,
+    next to the objective per iteration (absent for an imported dictionary)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    order = np.argsort(spectral_centroids(W, features), kind="stable")
+    Wn = W.detach().float().cpu().numpy()[:, order]  # (F, K) sorted
+    Wn = Wn / np.maximum(Wn.max(0, keepdims=True), 1e-12)  # each atom peaks at 1
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [2.2, 1]})
+    ax = axes[0]
+    im = ax.imshow(Wn, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
+                   extent=[0.5, Wn.shape[1] + 0.5, 0.0, features.sample_rate / 2])
+    ax.set_xlabel("atom (sorted by spectral centroid)")
+    ax.set_ylabel("frequency (Hz)")
+    ax.set_title(f"NMF dictionary: {Wn.shape[1]} atoms x {Wn.shape[0]} bins "
+                 f"(each scaled to its max)")
+    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+    ax = axes[1]
+    if history:
+        ax.plot(np.arange(1, len(history) + 1), history, marker="." if len(history) < 40 else "")
+        ax.set_yscale("log")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(r"objective / $\|V\|_F^2$")
+        ax.set_title("objective")
+        ax.grid(True, which="both", alpha=0.3)
+    else:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "imported dictionary\n(no training curve)", ha="center",
+                va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _num(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else float(x)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
