@@ -117,8 +117,10 @@ def test_report_n_examples_and_output_path(tmp_path):
 
 def test_report_on_a_plain_evaluate_folder(tmp_path):
     root = _fake_run(tmp_path / "run")
+    _wav(root / "eval" / "examples" / "4-101-A-1.clean.wav", 200)  # a contaminated set
     page = Path(write_report(ReportRecipe(run_folder=str(root / "eval")))).read_text()
-    assert "37.50" in page and len(_srcs(page, "audio")) == 4
+    assert "37.50" in page and len(_srcs(page, "audio")) == 5
+    assert "before contamination" in page
     assert "Training runs" not in page
 
 

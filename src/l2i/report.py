@@ -302,7 +302,8 @@ def _example_card(folder: Path, name: str, class_names: list) -> str:
     head = (f"<h4>{_e(name)}</h4><p>{' &middot; '.join(facts)}</p>"
             + (f"<p class='muted'>{_e(str(source))}</p>" if source else ""))
     players = []
-    for suffix, title in (("input", "input"), ("explanation", "explanation (listen)")):
+    for suffix, title in (("clean", "clean clip (before contamination)"), ("input", "input"),
+                          ("explanation", "explanation (listen)")):
         wav = folder / f"{name}.{suffix}.wav"
         if wav.is_file():
             players.append(f"<div><b>{title}</b><br><audio controls preload='metadata' "
