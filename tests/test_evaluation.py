@@ -348,3 +348,12 @@ def test_evaluate_takes_data_settings_from_the_checkpoint(tmp_path, tiny_dataset
                             test_folds=[3], n_examples=0, device="cpu"))
     rows = _rows(tmp_path / "b" / "per_clip.csv")
     assert all(r["id"].split("/")[-1].startswith("3-") for r in rows)
+
+
+def test_evaluate_needs_fixed_length_clips(tmp_path, tiny_ckpt, tiny_dataset):
+    from l2i.evaluation import evaluate
+
+    cfg = _recipe(tiny_ckpt, tiny_dataset, tmp_path)
+    cfg = replace(cfg, data=replace(cfg.data, duration_s=None))
+    with pytest.raises(ConfigError, match="duration_s"):
+        evaluate(cfg)

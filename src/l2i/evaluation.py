@@ -340,6 +340,9 @@ def evaluate(cfg: EvaluateRecipe) -> str:
                         f"{data_cfg.test_folds}: check --test_folds")
     labels = label_map[np.asarray(split.labels, dtype=np.int64)]  # (N,) model's indices
     ids = [str(i) for i in split.ids]
+    if isinstance(split.wavs, list):
+        raise ConfigError("l2i evaluate batches clips of one length: set --data.duration_s "
+                          "(e.g. 5.0) so every test clip is cropped/padded to it")
     clean = np.asarray(split.wavs, dtype=np.float32)  # (N, S)
     wavs, partner = contaminate(clean, labels, cfg.contamination, cfg.seed, cfg.noise_folder, sr)
 
