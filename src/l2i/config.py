@@ -270,29 +270,33 @@ class InterpretRecipe:
 
 @dataclass
 class EvaluateRecipe:
-    """``l2i evaluate CKPT``: faithfulness metrics on a test set."""
+    """``l2i evaluate CKPT``: faithfulness metrics on the TEST folds of a dataset.
+
+    ``data_folder`` (when empty) and ``data`` (when left at its defaults) come from the
+    checkpoint's training recipe. Contaminated sets are built from the test clips, seeded.
+    """
 
     ckpt: str = ""
-    data_folder: str = ""
+    data_folder: str = ""  # default: the checkpoint's training data folder
     output_folder: str = "runs/eval"
-    data: DataConfig = field(default_factory=DataConfig)
-    test_folds: list[int] | None = None  # shortcut for data.test_folds
+    data: DataConfig = field(default_factory=DataConfig)  # default: the checkpoint's
+    test_folds: list[int] | None = None  # shortcut for data.test_folds (taken out of train/valid)
     contamination: str = "none"  # none | white_noise | mixtures | noise_folder
-    noise_folder: str | None = None
-    relevance_th: float | None = None
-    top_k: int | None = None
+    noise_folder: str | None = None  # noise corpus for contamination noise_folder (0 dB)
+    relevance_th: float | None = None  # None = the checkpoint's (loss.relevance_th)
+    top_k: int | None = None  # keep the k most relevant components instead of a threshold
     batch_size: int = 16
-    seed: int = 0
+    seed: int = 0  # contamination draws and the random-component control
     device: str = "auto"
     n_examples: int = 8  # clips whose explanation wav/png are written for the report
 
 
 @dataclass
 class ReportRecipe:
-    """``l2i report RUN_FOLDER``."""
+    """``l2i report RUN_FOLDER``: an ``l2i evaluate`` output or a demo/run folder."""
 
     run_folder: str = ""
-    n_examples: int = 8
+    n_examples: int = 8  # example clips shown per evaluation
     output: str | None = None  # default RUN_FOLDER/report.html
 
 
