@@ -43,6 +43,7 @@ from l2i.errors import ConfigError, DataError
 EVENT_MIN_S = 0.4
 EVENT_MAX_S = 1.5
 FADE_S = 0.01
+BAND_PAD_HZ = 100.0  # > the main-lobe half-width of a 23 ms window (86 Hz)
 SRC_BASE = 100000
 
 
@@ -114,7 +115,7 @@ def _clicks(t, rng, s, sr):
     x = np.zeros(t.size + 2 * half)
     for c in np.round(np.arange(0.02, t[-1] - 0.01, 1.0 / rate) * sr).astype(int):
         x[c:c + burst.size] += burst  # centred at sample c (x is offset by half)
-    return x[half:half + t.size], fc - 700 * s, fc + 700 * s
+    return x[half:half + t.size], fc - 560, fc + 560  # 3.5 spectral sigmas (159 Hz)
 
 
 def _vowel(t, rng, s, sr):
@@ -205,9 +206,8 @@ def make_clip(target: int, sr: int, duration_s: float, snr_db: tuple[float, floa
     clean[start:start + n_e] = event
     x += clean
     gain = 0.9 / (np.abs(x).max() + 1e-12)
-    pad = 100 * s
-    f_lo = max(0.0, f_lo * 0.95 - pad)
-    f_hi = min(sr / 2, f_hi * 1.05 + pad)
+    f_lo = max(0.0, f_lo * 0.98 - BAND_PAD_HZ)
+    f_hi = min(sr / 2, f_hi * 1.02 + BAND_PAD_HZ)
     return ((gain * x).astype(np.float32), (gain * clean).astype(np.float32), start / sr,
             (start + n_e) / sr, float(f_lo), float(f_hi))
 
