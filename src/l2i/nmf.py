@@ -51,6 +51,7 @@ EPS = 1e-12
 SOLVERS = ("hals", "mu")
 _CHUNK = 2048  # frames per block in the H sweeps (keeps a (K, chunk) block in cache)
 _INIT_FRAMES = 20000  # frames used by the NNDSVD initialisation
+_SMALL_FLOPS = 2.0**26  # below this, a matrix product runs faster on one thread
 
 
 @dataclass
@@ -177,13 +178,14 @@ def _objective(v_sq: float, WtV: Tensor, H: Tensor, WtW: Tensor, HHt: Tensor,
 
 
 @contextlib.contextmanager
-def _sweep_threads(device: torch.device):
-    """Run the many small ops of the HALS sweeps on one CPU thread.
+def _sweep_threads(device: torch.device, flops: float = 0.0):
+    """Run small ops (the HALS sweeps; a whole small problem) on one CPU thread.
 
-    With several threads, each tiny op pays a synchronisation that dominates (10x slower when
-    the cores are shared); the large matrix products around the sweeps keep every thread.
+    With several threads, each tiny op pays a synchronisation that dominates (100x slower when
+    the cores are shared); only matrix products of more than ``_SMALL_FLOPS`` (``flops``) keep
+    every thread.
     """
-    if device.type != "cpu":
+    if device.type != "cpu" or flops > _SMALL_FLOPS or torch.get_num_threads() == 1:
         yield
         return
     n = torch.get_num_threads()
@@ -262,11 +264,14 @@ def fit_nmf(frames: Tensor | np.ndarray, cfg: NMFConfig, device: str | torch.dev
     dev = _device(device if device is not None else cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    W = _nndsvd_w(frames, cfg.n_components, gen, dev)
-    if cfg.batch_frames is None or cfg.batch_frames >= frames.shape[0]:
-        res = _fit_full(frames, W, cfg, dev, gen, progress)
-    else:
-        res = _fit_minibatch(frames, W, cfg, dev, gen, progress)
+    full = cfg.batch_frames is None or cfg.batch_frames >= frames.shape[0]
+    n = frames.shape[0] if full else cfg.batch_frames
+    with _sweep_threads(dev, flops=float(frames.shape[1]) * cfg.n_components * n):
+        W = _nndsvd_w(frames, cfg.n_components, gen, dev)
+        if full:
+            res = _fit_full(frames, W, cfg, dev, gen, progress)
+        else:
+            res = _fit_minibatch(frames, W, cfg, dev, gen, progress)
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -390,6 +395,12 @@ def nmf_transform(frames: Tensor | np.ndarray, W: Tensor, sparsity: float = 0.0,
         raise ValueError(f"W {tuple(W.shape)} does not match frames {tuple(frames.shape)}: "
                          "W must be (F, K) with F = frames.shape[1]")
     dev = torch.device(device) if device is not None and str(device) != "auto" else W.device
+    with _sweep_threads(dev, float(W.numel()) * min(frames.shape[0], 4 * _CHUNK)):
+        return _transform(frames, W, float(sparsity), n_iter, dev, tol)
+
+
+def _transform(frames: Tensor, W: Tensor, sparsity: float, n_iter: int, dev: torch.device,
+               tol: float) -> Tensor:
     Wd = W.to(dev).float()
     WtW = Wd.T @ Wd  # (K, K)
     out = torch.empty(W.shape[1], frames.shape[0], device=dev)
@@ -417,6 +428,12 @@ def relative_error(frames: Tensor | np.ndarray, W: Tensor, sparsity: float = 0.0
     """
     frames = _as_frames(frames)
     dev = torch.device(device) if device is not None and str(device) != "auto" else W.device
+    with _sweep_threads(dev, float(W.numel()) * min(frames.shape[0], 4 * _CHUNK)):
+        return _relative_error(frames, W, sparsity, n_iter, dev, objective)
+
+
+def _relative_error(frames: Tensor, W: Tensor, sparsity: float, n_iter: int, dev: torch.device,
+                    objective: bool) -> float | tuple[float, float]:
     Wd = W.to(dev).float()
     num = den = l1 = 0.0
     step = 4 * _CHUNK
