@@ -170,10 +170,17 @@ def load_classifier(path_or_dict: str | os.PathLike | dict[str, Any],
     model_cfg = from_dict(ClassifierModelConfig, dict(ck["model"]))
     features = from_dict(FeaturesConfig, dict(ck["features"]))
     model = build_classifier(model_cfg, features, int(ck["n_classes"]), load_pretrained=False)
-    result = model.load_state_dict(ck["state_dict"], strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise L2IError(f"{where}: weights do not fit a {model_cfg.arch} model; missing keys "
-                       f"{result.missing_keys[:10]}, unexpected keys {result.unexpected_keys[:10]}")
+    own = model.state_dict()
+    sd = ck["state_dict"]
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    mis_shaped = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
+                  if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mis_shaped:
+        raise L2IError(f"{where}: weights do not fit a {model_cfg.arch} model built from its "
+                       f"own config; missing keys {missing[:10]}, unexpected keys "
+                       f"{unexpected[:10]}, shape mismatches {mis_shaped[:10]}")
+    model.load_state_dict(sd)
     model = model.to(map_location).eval()
     info = ClassifierInfo(model=model_cfg, features=features, n_classes=int(ck["n_classes"]),
                           class_names=list(ck["class_names"]), metrics=dict(ck.get("metrics", {})),

@@ -19,7 +19,8 @@ Layout (shapes for T = 431 frames, 80 mels)::
 ``Cnn14`` embedding followed by ``Linear(2048, C)`` -- the L2I-CNN14 classifier; the maps are the
 reference's ``x4_out, x3_out, x2_out, x1_out`` (block3..block6). Parameter names follow
 SpeechBrain (``norm0``, ``conv_block{k}.conv{1,2}``, ``conv_block{k}.norm{1,2}``) so its
-checkpoints load directly (:mod:`l2i.models.pretrained`).
+checkpoints load directly (:mod:`l2i.models.pretrained`). ``channels`` (not in the config) makes
+narrower copies of the same layout, for tests.
 """
 
 from __future__ import annotations
@@ -60,21 +61,26 @@ class CNN14(AudioClassifier):
     map_names = ("block3", "block4", "block5", "block6")
 
     def __init__(self, features: FeaturesConfig, n_classes: int, input: str = "log1p_mel",
-                 embed_dim: int = EMBED, dropout: float = 0.2) -> None:
+                 embed_dim: int = EMBED, dropout: float = 0.2,
+                 channels: tuple[int, ...] = CHANNELS) -> None:
         super().__init__()
+        if len(channels) != 6:
+            raise ValueError(f"CNN14 has 6 blocks, got channels {channels}")
+        self.channels = tuple(channels)
+        top = self.channels[-1]
         self.frontend = make_frontend(features, input)
         n_in = features.n_mels if input == "log1p_mel" else features.n_freq
         self.n_classes = n_classes
         self.norm0 = nn.BatchNorm2d(n_in)
         c_in = 1
-        for k, c_out in enumerate(CHANNELS, start=1):
-            pool = (1, 1) if k == len(CHANNELS) else (2, 2)
+        for k, c_out in enumerate(self.channels, start=1):
+            pool = (1, 1) if k == 6 else (2, 2)
             setattr(self, f"conv_block{k}", Cnn14ConvBlock(c_in, c_out, pool))
             c_in = c_out
-        self.map_channels = {f"block{k}": CHANNELS[k - 1] for k in range(3, 7)}
+        self.map_channels = {f"block{k}": self.channels[k - 1] for k in range(3, 7)}
         self.drop = nn.Dropout(dropout)
-        if embed_dim != EMBED:
-            self.fc1: nn.Module = nn.Sequential(nn.Linear(EMBED, embed_dim), nn.ReLU(),
+        if embed_dim != top:
+            self.fc1: nn.Module = nn.Sequential(nn.Linear(top, embed_dim), nn.ReLU(),
                                                 nn.Dropout(dropout))
         else:
             self.fc1 = nn.Identity()
@@ -84,7 +90,7 @@ class CNN14(AudioClassifier):
         """Input ``x (B, T, F_in)`` -> (embedding (B, 2048), maps block3..block6)."""
         x = input_batchnorm(x.unsqueeze(1), self.norm0)  # (B, 1, T, F)
         maps: dict[str, Tensor] = {}
-        for k in range(1, len(CHANNELS) + 1):
+        for k in range(1, 7):
             x = getattr(self, f"conv_block{k}")(x)  # (B, C_k, T_k, F_k)
             if k >= 3:
                 maps[f"block{k}"] = x

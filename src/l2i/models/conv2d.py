@@ -4,16 +4,18 @@ Layout (``w = model.width``; shapes for 5 s at 16 kHz, hop 186 -> T = 431, 80 me
 
     mag (B, T, F_stft) -> frontend -> x (B, T, 80) -> (B, 1, T, 80)
     norm0     BatchNorm over the 80 input bins (per-bin standardisation)
-    block1    [conv3x3 -> BN -> ReLU] x 2, 1 -> w,   avg-pool 2x2 -> (B, w,  215, 40)
-    block2    same,                          w -> 2w, avg-pool 2x2 -> (B, 2w, 107, 20)
-    block3    same,                          2w -> 4w, avg-pool 2x2 -> (B, 4w, 53, 10)
-    block4    same,                          4w -> 8w, avg-pool 1x2 -> (B, 8w, 53, 5)
+    block1    conv3x3 stride 2 -> BN -> ReLU -> conv3x3 -> BN -> ReLU
+              1 -> w,             -> (B, w,  215, 40)
+    block2-4  conv3x3 -> BN -> ReLU -> avg-pool -> conv3x3 -> BN -> ReLU
+    block2    w -> 2w,  pool 2x2 -> (B, 2w, 107, 20)
+    block3    2w -> 4w, pool 2x2 -> (B, 4w, 53, 10)
+    block4    4w -> 8w, pool 1x2 -> (B, 8w, 53, 5)
     head      mean over frequency, max + mean over time -> (B, 8w)
               Linear(8w, embed_dim) -> ReLU -> dropout -> Linear(embed_dim, C)
 
 Maps exposed to the interpreter: ``block3`` (B, 4w, T/8, F/8) and ``block4`` (B, 8w, T/8,
-F/16), both at ~93 ms time resolution. The first conv of block1 runs at full resolution on one
-input channel only, so the cost is dominated by the later, smaller blocks.
+F/16), both at ~93 ms time resolution. Pooling inside each block (between its two convs) keeps
+the cost at ~0.2 GMAC per 5 s clip for ``w = 16``.
 """
 
 from __future__ import annotations
@@ -25,21 +27,34 @@ from l2i.models import AudioClassifier, input_batchnorm, make_frontend
 
 
 class ConvBlock(nn.Module):
-    """Two ``conv3x3 -> BN -> ReLU`` then average pooling. ``(B, Ci, T, F) -> (B, Co, T', F')``."""
+    """Two ``conv3x3 -> BN -> ReLU`` with average pooling ``pool`` (time, freq).
 
-    def __init__(self, c_in: int, c_out: int, pool: tuple[int, int]) -> None:
+    ``pool_first``: pool between the two convs instead of after them, so the second (wider) conv
+    runs at the pooled resolution: ~2x cheaper. ``stride_first``: no pooling, the first conv is
+    strided by ``pool`` instead (no full-resolution activations at all, for the first block).
+    ``(B, Ci, T, F) -> (B, Co, T', F')``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, pool: tuple[int, int],
+                 pool_first: bool = False, stride_first: bool = False) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False,
+                               stride=pool if stride_first else 1)
+        if stride_first:
+            pool, pool_first = (1, 1), True
         self.norm1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.norm2 = nn.BatchNorm2d(c_out)
         self.pool = nn.AvgPool2d(pool) if pool != (1, 1) else nn.Identity()
         self.act = nn.ReLU(inplace=True)
+        self.pool_first = pool_first
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.act(self.norm1(self.conv1(x)))
+        if self.pool_first:
+            x = self.pool(x)
         x = self.act(self.norm2(self.conv2(x)))
-        return self.pool(x)
+        return x if self.pool_first else self.pool(x)
 
 
 class Conv2dClassifier(AudioClassifier):
@@ -57,10 +72,10 @@ class Conv2dClassifier(AudioClassifier):
         self.n_classes = n_classes
         self.norm0 = nn.BatchNorm2d(n_in)
         w = width
-        self.block1 = ConvBlock(1, w, (2, 2))
-        self.block2 = ConvBlock(w, 2 * w, (2, 2))
-        self.block3 = ConvBlock(2 * w, 4 * w, (2, 2))
-        self.block4 = ConvBlock(4 * w, 8 * w, (1, 2))
+        self.block1 = ConvBlock(1, w, (2, 2), stride_first=True)
+        self.block2 = ConvBlock(w, 2 * w, (2, 2), pool_first=True)
+        self.block3 = ConvBlock(2 * w, 4 * w, (2, 2), pool_first=True)
+        self.block4 = ConvBlock(4 * w, 8 * w, (1, 2), pool_first=True)
         self.map_channels = {"block3": 4 * w, "block4": 8 * w}
         self.fc = nn.Linear(8 * w, embed_dim)
         self.dropout = nn.Dropout(dropout)

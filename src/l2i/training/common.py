@@ -121,7 +121,7 @@ def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, 
         callbacks.append(TQDMProgressBar(refresh_rate=1))
 
     from lightning.pytorch.loggers import CSVLogger
-    loggers: list[Any] = [CSVLogger(save_dir=str(out), name="logs")]
+    loggers: list[Any] = [CSVLogger(save_dir=str(out), name="logs", flush_logs_every_n_steps=10)]
     if trainer_cfg.tensorboard:
         try:
             import tensorboard  # noqa: F401
