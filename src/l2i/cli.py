@@ -89,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"l2i {name}: interrupted", file=sys.stderr)
         return 130
     if result is not None:
-        print(result)
+        try:
+            print(result, flush=True)
+        except BrokenPipeError:  # `l2i synth ... | head -1`
+            sys.stderr.close()
     return 0
 
 
