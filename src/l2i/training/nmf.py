@@ -43,7 +43,7 @@ def spectrogram_frames(wavs: np.ndarray | list[np.ndarray], features: FeaturesCo
     else:
         groups = [np.asarray(w)[None] for w in wavs]  # variable length: one clip at a time
     for g in groups:
-        x = torch.from_numpy(np.ascontiguousarray(g, dtype=np.float32)).to(device)  # (B, S)
+        x = torch.from_numpy(np.array(g, dtype=np.float32)).to(device)  # (B, S), a writable copy
         mag = log1p_magnitude(stft(x, features))  # (B, T, F)
         out.append(mag.reshape(-1, mag.shape[-1]).cpu().numpy())  # (B * T, F)
     return np.concatenate(out) if out else np.zeros((0, features.n_freq), np.float32)
