@@ -202,7 +202,7 @@ class Explanation:
             "classifier_probs": {n: float(p) for n, p in zip(names, self.classifier_probs)},
             "theta_probs": {n: float(p) for n, p in zip(names, self.theta_probs)},
             "selected_components": list(self.selected),
-            "relevance": [float(v) for v in self.relevance],
+            "relevance": [float(v) + 0.0 for v in self.relevance],  # no -0.0
             "relevance_th": self.relevance_th, "top_k": self.top_k,
             "mask_mean": float(self.mask.mean()) if self.mask.size else 0.0,
             "sample_rate": self.sample_rate, "duration_s": self.duration_s,
