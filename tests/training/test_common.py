@@ -1,0 +1,130 @@
+"""Lightning plumbing: devices, optimiser/schedule, resume rules, the Trainer's outputs."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from l2i.config import TrainerConfig
+from l2i.errors import ConfigError, L2IError
+from l2i.training.common import (
+    build_trainer,
+    configure_optimizers,
+    resolve_device,
+    resume_checkpoint,
+    torch_device,
+)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == ("cpu", 1)
+    assert torch_device("cpu") == torch.device("cpu")
+    acc, n = resolve_device("auto")
+    assert acc in ("cpu", "gpu", "mps") and n == 1
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda:1")
+    else:
+        assert resolve_device("cuda:0") == ("gpu", [0])
+
+
+def _lrs(cfg: TrainerConfig, steps_per_epoch: int) -> list[float]:
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt_cfg = configure_optimizers([p], cfg, steps_per_epoch)
+    opt, sched = opt_cfg["optimizer"], opt_cfg["lr_scheduler"]["scheduler"]
+    out = []
+    for _ in range(cfg.epochs * steps_per_epoch):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_cosine_with_warmup_per_step():
+    cfg = TrainerConfig(epochs=4, lr=1.0, warmup_epochs=1, scheduler="cosine")
+    lrs = _lrs(cfg, steps_per_epoch=2)  # 8 steps, 2 of warmup
+    assert lrs[:2] == pytest.approx([0.5, 1.0])  # linear warmup
+    # then half a cosine over the 6 remaining steps: 0.5 * (1 + cos(pi * k / 6))
+    assert lrs[2:] == pytest.approx([0.5 * (1 + math.cos(math.pi * k / 6)) for k in range(6)])
+    assert lrs[-1] < 0.07
+
+
+def test_optimizers_and_schedulers():
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    cfg = TrainerConfig(optimizer="sgd", scheduler="plateau", lr=0.1, plateau_patience=2)
+    out = configure_optimizers(p, cfg, 3, monitor="valid_acc", mode="max")
+    assert isinstance(out["optimizer"], torch.optim.SGD)
+    assert out["lr_scheduler"]["monitor"] == "valid_acc"
+    assert isinstance(out["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
+    out = configure_optimizers(p, TrainerConfig(optimizer="adam", scheduler="none"), 3)
+    assert isinstance(out["optimizer"], torch.optim.Adam) and "lr_scheduler" not in out
+    with pytest.raises(ConfigError, match="trainer.optimizer 'lion'"):
+        configure_optimizers(p, TrainerConfig(optimizer="lion"), 3)
+    with pytest.raises(ConfigError, match="trainer.scheduler 'step'"):
+        configure_optimizers(p, TrainerConfig(scheduler="step"), 3)
+
+
+def test_resume_rules(tmp_path):
+    cfg = TrainerConfig()
+    assert resume_checkpoint(tmp_path, cfg, final="model.ckpt") is None  # fresh folder
+    with pytest.raises(L2IError, match="no checkpoint to resume from"):
+        resume_checkpoint(tmp_path, TrainerConfig(resume=True))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(L2IError, match="interrupted run"):
+        resume_checkpoint(tmp_path, cfg, final="model.ckpt")
+    (tmp_path / "model.ckpt").write_bytes(b"x")
+    with pytest.raises(L2IError, match="finished run"):
+        resume_checkpoint(tmp_path, cfg, final="model.ckpt")
+    last = resume_checkpoint(tmp_path, TrainerConfig(resume=True), final="model.ckpt")
+    assert last == str(tmp_path / "checkpoints" / "last.ckpt")
+
+
+class _Toy(L.LightningModule):
+    def __init__(self, cfg: TrainerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.lin = torch.nn.Linear(3, 2)
+
+    def training_step(self, batch, _):
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self.lin(x), y)
+
+    def validation_step(self, batch, _):
+        x, y = batch
+        self.log("valid_acc", (self.lin(x).argmax(-1) == y).float().mean())
+
+    def configure_optimizers(self):
+        return configure_optimizers(self.parameters(), self.cfg, 2)
+
+
+def _fit(tmp_path, cfg: TrainerConfig) -> tuple:
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(16, 3), torch.randint(0, 2, (16,)))
+    dl = torch.utils.data.DataLoader(data, batch_size=8)
+    trainer = build_trainer(cfg, tmp_path, "valid_acc", "max")
+    model = _Toy(cfg)
+    trainer.fit(model, dl, dl, ckpt_path=resume_checkpoint(tmp_path, cfg))
+    return trainer, model
+
+
+def test_build_trainer_checkpoints_logs_and_seed(tmp_path):
+    cfg = TrainerConfig(epochs=2, device="cpu", progress=False, seed=7)
+    trainer, model = _fit(tmp_path / "a", cfg)
+    assert trainer.current_epoch == 2
+    names = sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir())
+    assert "last.ckpt" in names and any(n.startswith("best-epoch") for n in names)
+    assert list((tmp_path / "a" / "logs").glob("version_*/metrics.csv"))
+    _, model_b = _fit(tmp_path / "b", cfg)  # same seed -> same weights
+    torch.testing.assert_close(model.lin.weight, model_b.lin.weight)
+    # resuming with more epochs continues from last.ckpt
+    trainer_c, _ = _fit(tmp_path / "a", TrainerConfig(epochs=3, device="cpu", progress=False,
+                                                      seed=7, resume=True))
+    assert trainer_c.current_epoch == 3
+    with pytest.raises(ConfigError, match="limit_batches"):
+        build_trainer(TrainerConfig(limit_batches=0), tmp_path / "d", "valid_acc", "max")
