@@ -54,12 +54,25 @@ def test_recovers_planted_factorisation(seed):
 @pytest.mark.parametrize("solver,sparsity", [("mu", 0.0), ("hals", 0.0), ("hals", 0.5)])
 def test_objective_never_increases(solver, sparsity):
     V, _, _ = planted(F=30, K=6, N=200, seed=3, noise=0.05)
-    res = fit_nmf(V, cfg(n_components=4, solver=solver, sparsity=sparsity, n_iter=60, tol=0),
-                  progress=False)
+    res = fit_nmf(V, cfg(n_components=4, solver=solver, sparsity=sparsity, n_iter=60, tol=0,
+                         extrapolate=False), progress=False)
     h = np.array(res.history)
     assert len(h) >= 20  # tol=0 stops only when rounding makes f tick up (by < 1e-6)
     assert np.all(np.diff(h) <= 1e-6 * h[:-1])
     assert h[-1] < h[0]
+
+
+def test_extrapolation_reaches_lower_error_in_as_many_iterations():
+    V, _, _ = planted(F=60, K=12, N=600, seed=8, noise=0.2)
+    kw = dict(n_components=8, n_iter=25, tol=0, sparsity=0.1)
+    plain = fit_nmf(V, cfg(**kw, extrapolate=False), progress=False)
+    fast = fit_nmf(V, cfg(**kw, extrapolate=True), progress=False)
+    assert len(fast.history) == 25
+    assert fast.history[-1] < plain.history[-1]
+    assert fast.rel_error <= plain.rel_error
+    best = np.minimum.accumulate(fast.history)
+    assert fast.history[-1] <= best[-1] * (1 + 1e-6)  # ends at its best
+    torch.testing.assert_close(fast.W.norm(dim=0), torch.ones(8), atol=1e-5, rtol=0)
 
 
 def test_objective_matches_definition():

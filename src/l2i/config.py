@@ -144,7 +144,8 @@ class NMFConfig:
     seed: int = 1234
     device: str = "auto"
     solver: str = "hals"  # hals (exact block coordinate descent) | mu (multiplicative updates)
-    inner_iter: int = 4  # HALS sweeps on H and on W per pass over the frames
+    inner_iter: int = 2  # HALS sweeps on H and on W per pass over the frames
+    extrapolate: bool = True  # hals, full batch: extrapolated iterates (Ang & Gillis 2019)
     forget_factor: float = 0.7  # mini-batch: weight of last epoch's statistics
 
 

@@ -11,8 +11,11 @@ Solvers (``NMFConfig.solver``):
 - ``hals`` (default): exact block-coordinate descent (hierarchical alternating least squares).
   Each row of H and each column of W is updated in closed form; for a unit-norm column the
   minimiser is ``w_k = [R_k h_k^T]_+ / ||[R_k h_k^T]_+||`` (R_k: the residual without atom k), so
-  the unit-norm constraint is exact and f never increases. Several cheap sweeps are run on the
-  K x K / K x N Gram quantities per pass over the data (Gillis & Glineur 2012).
+  the unit-norm constraint is exact and f never increases. ``inner_iter`` cheap sweeps are run
+  on the K x K / K x N Gram quantities per pass over the data (Gillis & Glineur 2012). With
+  ``extrapolate`` (default, full batch) each block update starts from an extrapolated point
+  ``X_n + beta (X_n - X_{n-1})`` with an adaptive ``beta`` (Ang & Gillis 2019): 2-4x fewer
+  passes for the same error; f may then tick up at a restart.
 - ``mu``: multiplicative updates (Lee & Seung) with column renormalisation (f non-increasing when
   ``sparsity == 0``).
 
@@ -268,7 +271,9 @@ def fit_nmf(frames: Tensor | np.ndarray, cfg: NMFConfig, device: str | torch.dev
     n = frames.shape[0] if full else cfg.batch_frames
     with _sweep_threads(dev, flops=float(frames.shape[1]) * cfg.n_components * n):
         W = _nndsvd_w(frames, cfg.n_components, gen, dev)
-        if full:
+        if full and cfg.solver == "hals" and cfg.extrapolate:
+            res = _fit_full_extrapolated(frames, W, cfg, dev, gen, progress)
+        elif full:
             res = _fit_full(frames, W, cfg, dev, gen, progress)
         else:
             res = _fit_minibatch(frames, W, cfg, dev, gen, progress)
@@ -322,6 +327,71 @@ def _fit_full(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch.device,
     rel = _rel_error(V, W, H)
     return NMFResult(W=W.float().cpu().contiguous(), history=history, rel_error=rel,
                      n_iter=it + 1, H=H.float().cpu())
+
+
+def _fit_full_extrapolated(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch.device,
+                           gen: torch.Generator, progress: bool) -> NMFResult:
+    """Full-batch HALS with extrapolation (Ang & Gillis 2019, E-A-HALS).
+
+    After each block update the next one starts from ``Y = X_n + beta (X_n - X_{n-1})``
+    (projected: >= 0, unit atoms). ``beta`` grows while f decreases and shrinks (with a restart
+    from the plain iterate) when it increases, so f is non-increasing except at a restart.
+    ``history[n] = f(Wy_{n-1}, H_n) / ||V||^2``, a feasible pair. 2-4x fewer passes than HALS.
+    """
+    from tqdm.auto import tqdm
+
+    V = frames.to(dev).T.contiguous()  # (F, N)
+    v_sq = float(V.double().square().sum())
+    K, N = cfg.n_components, V.shape[1]
+    lam = float(cfg.sparsity)
+    inner = max(1, cfg.inner_iter)
+    beta, beta_max = 0.5, 1.0
+    grow, grow_max, shrink = 1.05, 1.01, 1.5
+    Hy = torch.zeros(K, N, device=dev)  # the point the next H update starts from
+    H_prev: Tensor | None = None
+    Wy, W_prev = W, W.clone()
+    history: list[float] = []
+    best = float("inf")
+    bar = tqdm(range(cfg.n_iter), desc="NMF", disable=not progress, leave=False)
+    for it in bar:
+        WtW = Wy.T @ Wy  # (K, K)
+        WtV = Wy.T @ V  # (K, N)
+        H = _hals_h(Hy, WtV, WtW, lam, inner if it else inner + 2)  # in place: Hy is consumed
+        HHt = H @ H.T  # (K, K)
+        f = _objective(v_sq, WtV, H, WtW, HHt, lam) / v_sq
+        del WtV
+        history.append(f)
+        restart = f > best
+        if restart:  # the extrapolated W hurt: go back to the plain iterate, damp beta
+            beta_max, beta = beta, beta / shrink
+            Wy = W_prev.clone()
+        else:
+            beta, beta_max = min(beta_max, grow * beta), min(1.0, grow_max * beta_max)
+        if H_prev is None or restart:
+            Hy_w = H
+        else:
+            Hy_w = (H + beta * (H - H_prev)).clamp_(min=0)  # (K, N)
+            HHt = Hy_w @ Hy_w.T
+        H_prev = H.clone()
+        VHt = V @ Hy_w.T  # (F, K)
+        reseed = _random_frames(frames, K, gen, dev) if bool(
+            (HHt.diagonal() <= EPS).any()) else None
+        Wn = _hals_w(Wy.clone(), VHt, HHt, inner, reseed)
+        Wy = _normalize_columns((Wn + beta * (Wn - W_prev)).clamp_(min=0)) if not restart else Wn
+        W_prev = Wn
+        Hy = Hy_w if Hy_w is not H else H
+        bar.set_postfix(objective=f"{f:.5f}", beta=f"{beta:.2f}")
+        if not restart:
+            if best - f < cfg.tol * best:
+                break
+            best = f
+    bar.close()
+    W = W_prev
+    H = H_prev if H_prev is not None else Hy
+    _hals_h(H, W.T @ V, W.T @ W, lam, inner + 1)  # H for the final (plain) W
+    rel = _rel_error(V, W, H)
+    return NMFResult(W=W.float().cpu().contiguous(), history=history, rel_error=rel,
+                     n_iter=len(history), H=H.float().cpu())
 
 
 def _fit_minibatch(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch.device,
