@@ -61,8 +61,9 @@ def tiny_ckpt(tmp_path_factory, tiny_features, class_names):
 
 def _recipe(ckpt, data, out, **kw) -> EvaluateRecipe:
     dc = DataConfig(train_folds=[1, 2], valid_folds=[3], test_folds=[4], duration_s=1.0)
+    kw.setdefault("batch_size", 8)
     return EvaluateRecipe(ckpt=str(ckpt), data_folder=str(data), output_folder=str(out), data=dc,
-                          device="cpu", batch_size=3, **kw)
+                          device="cpu", **kw)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def clean_run(tmp_path_factory, tiny_ckpt, tiny_dataset):
     from l2i.evaluation import evaluate
 
     out = tmp_path_factory.mktemp("eval_clean")
-    summary = evaluate(_recipe(tiny_ckpt, tiny_dataset, out, n_examples=2))
+    summary = evaluate(_recipe(tiny_ckpt, tiny_dataset, out, n_examples=2, batch_size=3))
     return out, summary
 
 
