@@ -358,3 +358,11 @@ def test_evaluate_needs_fixed_length_clips(tmp_path, tiny_ckpt, tiny_dataset):
     cfg = replace(cfg, data=replace(cfg.data, duration_s=None))
     with pytest.raises(ConfigError, match="duration_s"):
         evaluate(cfg)
+
+
+def test_example_names_from_clip_ids():
+    from l2i.evaluation import _safe_name
+
+    assert _safe_name("4-100003-A-0.wav") == "4-100003-A-0"
+    assert _safe_name("dog/01.wav") == "dog_01" != _safe_name("cat/01.wav")
+    assert _safe_name("../a b.flac") == "a_b" and _safe_name("...") == "clip"

@@ -63,6 +63,7 @@ PEAK_EPS = 1e-8
 MIX_WEIGHTS = (0.8, 0.2)  # reference OOD mixtures: 0.8 s/|s| + 0.2 n/|n|
 FIDELITY_K = (1, 3, 5)
 LOC_THRESHOLD = 0.5
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 # (column title, metrics key) of the Markdown table, laid out like the reference's README table
 TABLE = [("AI", "AI"), ("AD", "AD"), ("AG", "AG"), ("FF", "FF"), ("Fid-In", "Fid-In"),
@@ -583,8 +584,14 @@ def write_examples(explainer: Any, wavs: np.ndarray, clean: np.ndarray | None,
     names = explainer.class_names
     c = res.columns
     written = []
+    used: set[str] = set()
     for i, expl in zip(chosen, expls):
-        name = _safe_name(ids[i])
+        name = base = _safe_name(ids[i])
+        k = 1
+        while name in used:
+            k += 1
+            name = f"{base}-{k}"
+        used.add(name)
         write_wav(folder / f"{name}.input.wav", wavs[i], sr)
         if clean is not None:
             write_wav(folder / f"{name}.clean.wav", clean[i], sr)
@@ -614,8 +621,11 @@ def pick_examples(labels: np.ndarray, n: int) -> list[int]:
 
 
 def _safe_name(cid: str) -> str:
-    stem = Path(cid).stem if cid.lower().endswith((".wav", ".flac", ".ogg", ".mp3")) else cid
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(stem).name) or "clip"
+    """A file name from a clip id (its path relative to the dataset root): ``dog/01.wav`` ->
+    ``dog_01`` (the folder is kept so ids of a folder-per-class dataset stay distinct)."""
+    p = Path(cid)
+    stem = p.with_suffix("").as_posix() if p.suffix.lower() in AUDIO_SUFFIXES else p.as_posix()
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", stem).strip("._") or "clip"
 
 
 def _summary_line(out: Path, agg: dict[str, Any], counts: dict[str, Any]) -> str:
