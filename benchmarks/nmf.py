@@ -21,6 +21,7 @@ import argparse
 import csv
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -77,12 +78,18 @@ def rel_error(X: np.ndarray, A: np.ndarray, B: np.ndarray) -> float:
 
 def run_ours(X: np.ndarray, K: int, max_iter: int, tol: float, seed: int) -> dict:
     cfg = NMFConfig(n_components=K, n_iter=max_iter, tol=tol, seed=seed, device="cpu")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = fit_nmf(torch.from_numpy(X), cfg, device="cpu", progress=False)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     err = rel_error(X, res.H.T.numpy(), res.W.T.numpy().astype(np.float64))
-    return {"wall_s": wall, "rel_error": err, "n_iter": res.n_iter,
-            "rel_error_reported": res.rel_error}
+    return {"wall_s": wall, "cpu_s": cpu, "rel_error": err, "n_iter": res.n_iter,
+            "rel_error_reported": res.rel_error,
+            "rel_error_per_iter": [round(float(np.sqrt(h)), 5) for h in res.history]}
+
+
+def iterations_to_reach(curve: list[float], target: float) -> int | None:
+    """First iteration (1-based) whose relative error is <= ``target``."""
+    return next((i + 1 for i, e in enumerate(curve) if e <= target), None)
 
 
 def run_sklearn(X: np.ndarray, K: int, max_iter: int, tol: float, seed: int, which: str) -> dict:
@@ -97,13 +104,19 @@ def run_sklearn(X: np.ndarray, K: int, max_iter: int, tol: float, seed: int, whi
     else:
         model = NMF(n_components=K, solver=which, beta_loss="frobenius", max_iter=max_iter,
                     tol=tol, random_state=seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         A = model.fit_transform(X)  # (N, K)
-    wall = time.perf_counter() - t0
-    return {"wall_s": wall, "rel_error": rel_error(X, A, model.components_.astype(np.float64)),
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"wall_s": wall, "cpu_s": cpu,
+            "rel_error": rel_error(X, A, model.components_.astype(np.float64)),
             "n_iter": int(model.n_iter_)}
+
+
+def _log(name: str, res: dict) -> None:
+    short = {k: v for k, v in res.items() if not isinstance(v, list)}
+    print(f"{name}: {json.dumps(short)}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -143,15 +156,27 @@ def main(argv: list[str] | None = None) -> dict:
     with threadpool_limits(limits=args.threads):
         if "ours" not in skip:
             out["ours"] = run_ours(X, args.components, args.max_iter, args.tol, args.seed)
+            _log("ours", out["ours"])
         for which in ("mu", "cd", "minibatch"):
             if which not in skip:
                 out[f"sklearn_{which}"] = run_sklearn(X, args.components, args.max_iter,
                                                       args.tol, args.seed, which)
+                _log(f"sklearn_{which}", out[f"sklearn_{which}"])
     ours = out.get("ours")
     for key in [k for k in out if k.startswith("sklearn_") and ours]:
         sk = out[key]
-        out[f"ratio_{key}"] = {"speedup": sk["wall_s"] / ours["wall_s"],
-                               "rel_error_ours_over_sklearn": ours["rel_error"] / sk["rel_error"]}
+        # also: how many of our iterations reach 1.02x sklearn's error, and their share of time
+        n_match = iterations_to_reach(ours["rel_error_per_iter"], 1.02 * sk["rel_error"])
+        per_iter = ours["wall_s"] / max(ours["n_iter"], 1)
+        out[f"ratio_{key}"] = {
+            "speedup": sk["wall_s"] / ours["wall_s"],
+            "cpu_speedup": sk["cpu_s"] / ours["cpu_s"],
+            "rel_error_ours_over_sklearn": ours["rel_error"] / sk["rel_error"],
+            "ours_iters_to_1.02x_sklearn_error": n_match,
+            "speedup_to_1.02x_error_est": (sk["wall_s"] / (per_iter * n_match)
+                                           if n_match else None)}
+    if ours:
+        ours["rel_error_per_iter"] = ours["rel_error_per_iter"][:: max(1, ours["n_iter"] // 20)]
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:

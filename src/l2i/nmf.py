@@ -63,8 +63,8 @@ class NMFResult:
 
     ``W (F, K)`` float32 on the CPU, unit-L2 columns; ``H (K, N)`` float32 on the CPU in full-batch
     mode (None in mini-batch mode); ``history`` the objective ``f / ||V||^2`` per iteration;
-    ``rel_error = ||V - W H||_F / ||V||_F`` on the training frames (H refitted with W fixed in
-    mini-batch mode).
+    ``rel_error = ||V - W H||_F / ||V||_F`` on the training frames and ``objective`` ``f / ||V||^2``
+    of the returned pair (H refitted with W fixed in mini-batch mode).
     """
 
     W: Tensor
@@ -73,6 +73,7 @@ class NMFResult:
     n_iter: int = 0
     seconds: float = 0.0
     H: Tensor | None = None
+    objective: float = float("nan")
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -199,6 +200,15 @@ def _sweep_threads(device: torch.device, flops: float = 0.0):
         torch.set_num_threads(n)
 
 
+def _converged(history: list[float], tol: float, window: int = 5) -> bool:
+    """True when the best objective fell by less than ``tol`` (relative) per iteration, on
+    average over the last ``window`` iterations (robust to the restarts of extrapolation)."""
+    if len(history) <= window:
+        return False
+    before = min(history[:-window])
+    return before - min(history) < window * tol * before
+
+
 def _normalize_columns(W: Tensor) -> Tensor:
     return W / W.norm(dim=0, keepdim=True).clamp_min(EPS)
 
@@ -250,7 +260,7 @@ def fit_nmf(frames: Tensor | np.ndarray, cfg: NMFConfig, device: str | torch.dev
     """Learn ``W (F, K)`` from ``frames (N, F) >= 0`` (e.g. log1p magnitudes).
 
     ``cfg``: ``n_components`` K, ``sparsity`` (L1 weight on H), ``n_iter`` (passes / epochs),
-    ``tol`` (stop when the relative decrease of f over one iteration is below it), ``solver``,
+    ``tol`` (stop when f fell by less than this fraction per iteration over the last 5), ``solver``,
     ``inner_iter`` (HALS sweeps per pass), ``batch_frames`` (None: full batch), ``seed``.
     ``device`` overrides ``cfg.device``. Deterministic for a seed on a given device.
     """
@@ -321,12 +331,12 @@ def _fit_full(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch.device,
             W.div_(norms)
             H.mul_(norms[:, None])
         bar.set_postfix(objective=f"{history[-1]:.5f}")
-        if len(history) > 1 and history[-2] - history[-1] < cfg.tol * history[-2]:
+        if _converged(history, cfg.tol):
             break
     bar.close()
-    rel = _rel_error(V, W, H)
+    rel, obj = _rel_error(V, W, H, lam)
     return NMFResult(W=W.float().cpu().contiguous(), history=history, rel_error=rel,
-                     n_iter=it + 1, H=H.float().cpu())
+                     n_iter=it + 1, H=H.float().cpu(), objective=obj)
 
 
 def _fit_full_extrapolated(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch.device,
@@ -381,17 +391,16 @@ def _fit_full_extrapolated(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch
         W_prev = Wn
         Hy = Hy_w if Hy_w is not H else H
         bar.set_postfix(objective=f"{f:.5f}", beta=f"{beta:.2f}")
-        if not restart:
-            if best - f < cfg.tol * best:
-                break
-            best = f
+        best = min(best, f)
+        if _converged(history, cfg.tol):
+            break
     bar.close()
     W = W_prev
     H = H_prev if H_prev is not None else Hy
     _hals_h(H, W.T @ V, W.T @ W, lam, inner + 1)  # H for the final (plain) W
-    rel = _rel_error(V, W, H)
+    rel, obj = _rel_error(V, W, H, lam)
     return NMFResult(W=W.float().cpu().contiguous(), history=history, rel_error=rel,
-                     n_iter=len(history), H=H.float().cpu())
+                     n_iter=len(history), H=H.float().cpu(), objective=obj)
 
 
 def _fit_minibatch(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch.device,
@@ -431,23 +440,25 @@ def _fit_minibatch(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch.device,
                 W.copy_(_normalize_columns(W))
         history.append(f_sum / max(v_sum, EPS))
         bar.set_postfix(objective=f"{history[-1]:.5f}")
-        if len(history) > 1 and history[-2] - history[-1] < cfg.tol * history[-2]:
+        if _converged(history, cfg.tol, window=2):
             break
     bar.close()
     W = W.float().cpu().contiguous()
-    rel = relative_error(frames, W, lam, n_iter=4 * inner, device=dev)
-    return NMFResult(W=W, history=history, rel_error=rel, n_iter=len(history), H=None)
+    rel, obj = relative_error(frames, W, lam, n_iter=4 * inner, device=dev, objective=True)
+    return NMFResult(W=W, history=history, rel_error=rel, n_iter=len(history), H=None,
+                     objective=obj)
 
 
-def _rel_error(V: Tensor, W: Tensor, H: Tensor) -> float:
-    """``||V - W H||_F / ||V||_F`` for ``V (F, N)``, computed block-wise in float64 sums."""
+def _rel_error(V: Tensor, W: Tensor, H: Tensor, sparsity: float = 0.0) -> tuple[float, float]:
+    """``(||V - W H||_F / ||V||_F, f / ||V||_F^2)`` for ``V (F, N)``, block-wise, float64 sums."""
     num, den = 0.0, 0.0
     for c0 in range(0, V.shape[1], 4 * _CHUNK):
         Vc = V[:, c0:c0 + 4 * _CHUNK]  # (F, n)
         R = Vc - W @ H[:, c0:c0 + 4 * _CHUNK]  # (F, n)
-        num += float(R.double().square().sum())
-        den += float(Vc.double().square().sum())
-    return math.sqrt(num / max(den, EPS))
+        num += float(R.square().sum(dtype=torch.float64))
+        den += float(Vc.square().sum(dtype=torch.float64))
+    l1 = float(H.sum(dtype=torch.float64)) if sparsity else 0.0
+    return math.sqrt(num / max(den, EPS)), (num + sparsity * l1) / max(den, EPS)
 
 
 def nmf_transform(frames: Tensor | np.ndarray, W: Tensor, sparsity: float = 0.0,

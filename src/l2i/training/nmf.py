@@ -104,7 +104,7 @@ def train_nmf(cfg: NMFRecipe) -> str:
         print(f"learning {cfg.nmf.n_components} atoms on {len(frames)} frames x "
               f"{frames.shape[1]} bins ({cfg.nmf.solver}, device {device})")
         result = fit_nmf(torch.from_numpy(frames), cfg.nmf, device=device, progress=True)
-        final_objective = result.history[-1] if result.history else float("nan")
+        final_objective = result.objective
     rel_valid = (relative_error(valid_frames, result.W, lam, TRANSFORM_ITER, device)
                  if valid_frames is not None and len(valid_frames) else None)
     seconds = time.perf_counter() - t0
