@@ -246,3 +246,12 @@ def test_unreadable_files(tmp_path):
     np.save(tmp_path / "v.npy", np.ones(5))
     with pytest.raises(L2IError, match="2-D"):
         load_dictionary(tmp_path / "v.npy")
+
+
+def test_minibatch_streams_a_read_only_memmap(tmp_path):
+    V, _, _ = planted(F=30, K=4, N=800, seed=9, noise=0.02)
+    np.save(tmp_path / "frames.npy", V.numpy())
+    mm = np.load(tmp_path / "frames.npy", mmap_mode="r")
+    res = fit_nmf(mm, cfg(n_components=4, n_iter=15, batch_frames=200), progress=False)
+    assert res.W.shape == (30, 4) and res.rel_error < 0.1
+    assert res.objective == pytest.approx(res.rel_error ** 2, rel=1e-3)  # no sparsity

@@ -86,7 +86,9 @@ def _device(device: str | torch.device | None) -> torch.device:
 def _as_frames(frames: Tensor | np.ndarray) -> Tensor:
     """Frames ``(N, F)`` as a float32 CPU/device tensor (NumPy arrays and memmaps are wrapped)."""
     if isinstance(frames, np.ndarray):
-        frames = torch.from_numpy(np.asarray(frames, dtype=np.float32))
+        with warnings.catch_warnings():  # a read-only memmap is fine: frames are only read
+            warnings.simplefilter("ignore", UserWarning)
+            frames = torch.from_numpy(np.asarray(frames, dtype=np.float32))
     if frames.dim() != 2:
         raise ValueError(f"NMF frames must be (N, F), got shape {tuple(frames.shape)}")
     return frames.float()
@@ -121,10 +123,11 @@ def _hals_h(H: Tensor, WtV: Tensor, WtW: Tensor, sparsity: float, n_sweeps: int)
 def _hals_h_sweeps(H: Tensor, WtV: Tensor, rows: list[Tensor], inv_l: list[float],
                    sparsity: float, n_sweeps: int) -> None:
     K, N = H.shape
+    chunk = _CHUNK if H.device.type == "cpu" else max(N, 1)  # GPU: fewer, larger kernels
     for _ in range(n_sweeps):
-        for c0 in range(0, N, _CHUNK):
-            Hc = H[:, c0:c0 + _CHUNK]  # (K, n) view
-            Rc = WtV[:, c0:c0 + _CHUNK]  # (K, n)
+        for c0 in range(0, N, chunk):
+            Hc = H[:, c0:c0 + chunk]  # (K, n) view
+            Rc = WtV[:, c0:c0 + chunk]  # (K, n)
             if sparsity:
                 Rc = Rc - sparsity / 2
             HcT = Hc.T  # (n, K) view
