@@ -184,23 +184,42 @@ def _objective(v_sq: float, WtV: Tensor, H: Tensor, WtW: Tensor, HHt: Tensor,
     return max(v_sq - 2.0 * cross + quad, 0.0) + sparsity * l1
 
 
+_user_threads = 0  # the caller's torch thread count while a fit runs on one thread
+
+
 @contextlib.contextmanager
-def _sweep_threads(device: torch.device, flops: float = 0.0):
-    """Run small ops (the HALS sweeps; a whole small problem) on one CPU thread.
+def _sweep_threads(device: torch.device):
+    """Run small ops (the HALS sweeps, W-side updates, a whole small problem) on one CPU thread.
 
     With several threads, each tiny op pays a synchronisation that dominates (100x slower when
-    the cores are shared); only matrix products of more than ``_SMALL_FLOPS`` (``flops``) keep
-    every thread.
+    the cores are shared). Matrix products of more than ``_SMALL_FLOPS`` go through :func:`_mm`,
+    which gives them the caller's threads back.
     """
-    if device.type != "cpu" or flops > _SMALL_FLOPS or torch.get_num_threads() == 1:
+    global _user_threads
+    n = torch.get_num_threads()
+    if device.type != "cpu" or n == 1:
         yield
         return
-    n = torch.get_num_threads()
+    outer = _user_threads
+    _user_threads = n
     torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_num_threads(n)
+        _user_threads = outer
+
+
+def _mm(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b``; a large product on the CPU gets the caller's threads (see _sweep_threads)."""
+    if (_user_threads > 1 and a.device.type == "cpu"
+            and a.shape[0] * a.shape[1] * b.shape[1] > _SMALL_FLOPS):
+        torch.set_num_threads(_user_threads)
+        try:
+            return a @ b
+        finally:
+            torch.set_num_threads(1)
+    return a @ b
 
 
 def _converged(history: list[float], tol: float, window: int = 5) -> bool:
@@ -227,12 +246,13 @@ def _nndsvd_w(frames: Tensor, K: int, gen: torch.Generator, device: torch.device
     N, F = frames.shape
     idx = torch.randperm(N, generator=gen)[:_INIT_FRAMES].sort().values
     Vs = frames[idx].to(device)  # (n, F)
-    G = (Vs.T.double() @ Vs.double())  # (F, F)
-    evals, U = torch.linalg.eigh(G)  # ascending
+    G = _mm(Vs.T.double(), Vs.double())  # (F, F)
+    with _sweep_threads(G.device):  # LAPACK on a small matrix: threads only add waiting
+        evals, U = torch.linalg.eigh(G)  # ascending
     r = min(K, F)
     U = U[:, -r:].flip(1).to(Vs.dtype)  # (F, r) leading first
     S = evals[-r:].flip(0).clamp_min(0).sqrt()  # (r,)
-    P = Vs @ U  # (n, r) = s * v
+    P = _mm(Vs, U)  # (n, r) = s * v
     Wn = torch.empty(F, K, device=device)
     for k in range(r):
         u, p = U[:, k], P[:, k]
@@ -281,8 +301,7 @@ def fit_nmf(frames: Tensor | np.ndarray, cfg: NMFConfig, device: str | torch.dev
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()
     full = cfg.batch_frames is None or cfg.batch_frames >= frames.shape[0]
-    n = frames.shape[0] if full else cfg.batch_frames
-    with _sweep_threads(dev, flops=float(frames.shape[1]) * cfg.n_components * n):
+    with _sweep_threads(dev):
         W = _nndsvd_w(frames, cfg.n_components, gen, dev)
         if full and cfg.solver == "hals" and cfg.extrapolate:
             res = _fit_full_extrapolated(frames, W, cfg, dev, gen, progress)
@@ -299,13 +318,13 @@ def _fit_full(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch.device,
     from tqdm.auto import tqdm
 
     V = frames.to(dev).T.contiguous()  # (F, N)
-    v_sq = float(V.double().square().sum())
+    v_sq = float(V.square().sum(dtype=torch.float64))
     K, N = cfg.n_components, V.shape[1]
     lam = float(cfg.sparsity)
     inner = max(1, cfg.inner_iter)
     H = torch.zeros(K, N, device=dev)
     if cfg.solver == "mu":  # MU cannot leave zeros: start from a scaled positive projection
-        H = (W.T @ V).clamp_min(0)  # (K, N)
+        H = _mm(W.T, V).clamp_min(0)  # (K, N)
         WH = W @ H
         H *= float((V * WH).sum() / WH.square().sum().clamp_min(EPS))
         H += 1e-4 * float(H.mean())
@@ -315,15 +334,15 @@ def _fit_full(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch.device,
     it = 0
     for it in bar:
         WtW = W.T @ W  # (K, K)
-        WtV = W.T @ V  # (K, N)
+        WtV = _mm(W.T, V)  # (K, N)
         if cfg.solver == "hals":
             _hals_h(H, WtV, WtW, lam, inner if it else inner + 2)
         else:
             H.mul_(WtV / (WtW @ H + lam / 2).clamp_min(EPS))
-        HHt = H @ H.T  # (K, K)
+        HHt = _mm(H, H.T)  # (K, K)
         history.append(_objective(v_sq, WtV, H, WtW, HHt, lam) / v_sq)
         del WtV
-        VHt = V @ H.T  # (F, K)
+        VHt = _mm(V, H.T)  # (F, K)
         if cfg.solver == "hals":
             reseed = _random_frames(frames, K, gen, dev) if bool(
                 (HHt.diagonal() <= EPS).any()) else None
@@ -354,7 +373,7 @@ def _fit_full_extrapolated(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch
     from tqdm.auto import tqdm
 
     V = frames.to(dev).T.contiguous()  # (F, N)
-    v_sq = float(V.double().square().sum())
+    v_sq = float(V.square().sum(dtype=torch.float64))
     K, N = cfg.n_components, V.shape[1]
     lam = float(cfg.sparsity)
     inner = max(1, cfg.inner_iter)
@@ -368,9 +387,9 @@ def _fit_full_extrapolated(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch
     bar = tqdm(range(cfg.n_iter), desc="NMF", disable=not progress, leave=False)
     for it in bar:
         WtW = Wy.T @ Wy  # (K, K)
-        WtV = Wy.T @ V  # (K, N)
+        WtV = _mm(Wy.T, V)  # (K, N)
         H = _hals_h(Hy, WtV, WtW, lam, inner if it else inner + 2)  # in place: Hy is consumed
-        HHt = H @ H.T  # (K, K)
+        HHt = _mm(H, H.T)  # (K, K)
         f = _objective(v_sq, WtV, H, WtW, HHt, lam) / v_sq
         del WtV
         history.append(f)
@@ -384,9 +403,9 @@ def _fit_full_extrapolated(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch
             Hy_w = H
         else:
             Hy_w = (H + beta * (H - H_prev)).clamp_(min=0)  # (K, N)
-            HHt = Hy_w @ Hy_w.T
+            HHt = _mm(Hy_w, Hy_w.T)  # (K, K)
         H_prev = H.clone()
-        VHt = V @ Hy_w.T  # (F, K)
+        VHt = _mm(V, Hy_w.T)  # (F, K)
         reseed = _random_frames(frames, K, gen, dev) if bool(
             (HHt.diagonal() <= EPS).any()) else None
         Wn = _hals_w(Wy.clone(), VHt, HHt, inner, reseed)
@@ -400,7 +419,7 @@ def _fit_full_extrapolated(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch
     bar.close()
     W = W_prev
     H = H_prev if H_prev is not None else Hy
-    _hals_h(H, W.T @ V, W.T @ W, lam, inner + 1)  # H for the final (plain) W
+    _hals_h(H, _mm(W.T, V), W.T @ W, lam, inner + 1)  # H for the final (plain) W
     rel, obj = _rel_error(V, W, H, lam)
     return NMFResult(W=W.float().cpu().contiguous(), history=history, rel_error=rel,
                      n_iter=len(history), H=H.float().cpu(), objective=obj)
@@ -426,14 +445,14 @@ def _fit_minibatch(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch.device,
             Vb = frames[idx].to(dev).T.contiguous()  # (F, b)
             vb_sq = float(Vb.double().square().sum())
             WtW = W.T @ W  # (K, K)
-            WtV = W.T @ Vb  # (K, b)
+            WtV = _mm(W.T, Vb)  # (K, b)
             Hb = torch.zeros(K, Vb.shape[1], device=dev)
             _hals_h(Hb, WtV, WtW, lam, 4 * inner)
-            HHt = Hb @ Hb.T  # (K, K)
+            HHt = _mm(Hb, Hb.T)  # (K, K)
             f_sum += _objective(vb_sq, WtV, Hb, WtW, HHt, lam)
             v_sum += vb_sq
             A.mul_(rho).add_(HHt)
-            B.mul_(rho).add_(Vb @ Hb.T)
+            B.mul_(rho).add_(_mm(Vb, Hb.T))
             reseed = _random_frames(frames, K, gen, dev) if bool(
                 (A.diagonal() <= EPS).any()) else None
             if cfg.solver == "hals":
@@ -457,7 +476,7 @@ def _rel_error(V: Tensor, W: Tensor, H: Tensor, sparsity: float = 0.0) -> tuple[
     num, den = 0.0, 0.0
     for c0 in range(0, V.shape[1], 4 * _CHUNK):
         Vc = V[:, c0:c0 + 4 * _CHUNK]  # (F, n)
-        R = Vc - W @ H[:, c0:c0 + 4 * _CHUNK]  # (F, n)
+        R = Vc - _mm(W, H[:, c0:c0 + 4 * _CHUNK])  # (F, n)
         num += float(R.square().sum(dtype=torch.float64))
         den += float(Vc.square().sum(dtype=torch.float64))
     l1 = float(H.sum(dtype=torch.float64)) if sparsity else 0.0
@@ -479,7 +498,7 @@ def nmf_transform(frames: Tensor | np.ndarray, W: Tensor, sparsity: float = 0.0,
         raise ValueError(f"W {tuple(W.shape)} does not match frames {tuple(frames.shape)}: "
                          "W must be (F, K) with F = frames.shape[1]")
     dev = torch.device(device) if device is not None and str(device) != "auto" else W.device
-    with _sweep_threads(dev, float(W.numel()) * min(frames.shape[0], 4 * _CHUNK)):
+    with _sweep_threads(dev):
         return _transform(frames, W, float(sparsity), n_iter, dev, tol)
 
 
@@ -491,7 +510,7 @@ def _transform(frames: Tensor, W: Tensor, sparsity: float, n_iter: int, dev: tor
     step = 4 * _CHUNK
     for c0 in range(0, frames.shape[0], step):
         V = frames[c0:c0 + step].to(dev).T  # (F, n)
-        WtV = Wd.T @ V  # (K, n)
+        WtV = _mm(Wd.T, V)  # (K, n)
         H = torch.zeros(W.shape[1], V.shape[1], device=dev)
         for _ in range(max(1, n_iter)):
             prev = H.clone()
@@ -512,7 +531,7 @@ def relative_error(frames: Tensor | np.ndarray, W: Tensor, sparsity: float = 0.0
     """
     frames = _as_frames(frames)
     dev = torch.device(device) if device is not None and str(device) != "auto" else W.device
-    with _sweep_threads(dev, float(W.numel()) * min(frames.shape[0], 4 * _CHUNK)):
+    with _sweep_threads(dev):
         return _relative_error(frames, W, sparsity, n_iter, dev, objective)
 
 
@@ -524,7 +543,7 @@ def _relative_error(frames: Tensor, W: Tensor, sparsity: float, n_iter: int, dev
     for c0 in range(0, frames.shape[0], step):
         Vb = frames[c0:c0 + step].to(dev)  # (b, F)
         Hb = nmf_transform(Vb, Wd, sparsity, n_iter=n_iter, device=dev)  # (K, b)
-        R = Vb.T - Wd @ Hb  # (F, b)
+        R = Vb.T - _mm(Wd, Hb)  # (F, b)
         num += float(R.square().sum(dtype=torch.float64))
         den += float(Vb.square().sum(dtype=torch.float64))
         l1 += float(Hb.sum(dtype=torch.float64))
