@@ -168,6 +168,7 @@ class ThetaConfig:
 
     pooling: str = "attention"  # attention | mean | max
     hidden: int = 64  # attention scorer width
+    normalize: bool = True  # logits from z / mean(z) per clip (same relevance, faster training)
 
 
 @dataclass

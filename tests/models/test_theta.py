@@ -35,7 +35,7 @@ def test_mean_and_max_pooling_values():
 
 
 def test_linear_head_has_no_bias_and_gives_logits():
-    theta = Theta(3, 2, ThetaConfig(pooling="mean"))
+    theta = Theta(3, 2, ThetaConfig(pooling="mean", normalize=False))
     assert theta.linear.bias is None and theta.linear.weight.shape == (2, 3)
     with torch.no_grad():
         theta.linear.weight.copy_(torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.5, 0.5]]))
@@ -48,3 +48,16 @@ def test_bad_inputs_are_rejected():
         Theta(3, 2, ThetaConfig(pooling="median"))
     with pytest.raises(ValueError, match="expects H"):
         Theta(3, 2, ThetaConfig()).pool(torch.rand(1, 4, 10))
+
+
+def test_normalized_logits_ignore_the_scale_of_H_but_keep_relevance():
+    theta = Theta(5, 3, ThetaConfig(pooling="mean", normalize=True))
+    H = torch.rand(2, 5, 20)
+    assert torch.allclose(theta(H), theta(7.0 * H), atol=1e-4)
+    z = theta.pool(H)
+    w = theta.linear.weight  # (C, K)
+    z_used = z / z.mean(-1, keepdim=True)
+    assert torch.allclose(theta(H), z_used @ w.T, atol=1e-5)
+    r = w[0] * z[0] / (w[0] * z[0]).abs().max()  # relevance from z is the same from z_used
+    r_used = w[0] * z_used[0] / (w[0] * z_used[0]).abs().max()
+    assert torch.allclose(r, r_used, atol=1e-5)

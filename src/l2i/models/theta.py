@@ -8,6 +8,8 @@ Pooling (:class:`l2i.config.ThetaConfig.pooling`):
   so ``z >= 0`` whenever ``H >= 0``, and z is on the scale of H for any clip length.
 - ``mean`` / ``max``: parameter-free.
 
+``normalize``: logits from ``z / mean_k(z)`` (see :meth:`Theta.classify`).
+
 The linear layer's weight ``(C, K)`` gives the relevance of each component for each class
 (``r_k = w_ck z_k / max_j |w_cj z_j|``, see :mod:`l2i.explain`).
 """
@@ -37,6 +39,7 @@ class Theta(nn.Module):
         self.n_components = int(n_components)
         self.n_classes = int(n_classes)
         self.pooling = cfg.pooling
+        self.normalize = bool(getattr(cfg, "normalize", False))
         self.scorer: nn.Module | None = None
         if self.pooling == "attention":
             self.scorer = nn.Sequential(
@@ -63,9 +66,17 @@ class Theta(nn.Module):
         return (self.attention(H) * H).sum(dim=-1)  # (B, K)
 
     def classify(self, z: Tensor) -> Tensor:
-        """``z (B, K)`` -> logits ``(B, C)``."""
+        """``z (B, K)`` -> logits ``(B, C)``.
+
+        With ``normalize`` (default), ``z`` is divided by its mean over components per clip
+        before the linear layer: a positive per-clip factor, so the relevance
+        ``w_ck z_k / max_j |w_cj z_j|`` is unchanged, while the logits no longer depend on the
+        overall scale of H (which the sparsity term keeps small) and train much faster.
+        """
+        if self.normalize:
+            z = z / (z.mean(dim=-1, keepdim=True) + 1e-6)  # (B, K)
         return self.linear(z)
 
     def forward(self, H: Tensor) -> Tensor:
         """``H (B, K, T)`` -> logits ``(B, C)``."""
-        return self.linear(self.pool(H))
+        return self.classify(self.pool(H))
