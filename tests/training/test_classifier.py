@@ -164,3 +164,15 @@ def test_kill_then_resume(tmp_path, tiny_dataset, tiny_features):
     assert m["epochs"] == epochs and m["epochs_this_run"] < epochs
     model, info = load_classifier(out / "classifier.ckpt")
     assert info.metrics["best_epoch"] is not None and len(info.class_names) == 8
+
+
+def test_same_seed_same_weights(tmp_path, tiny_dataset, tiny_features):
+    """Seed-deterministic on CPU, augmentation included."""
+    states = []
+    for name in ("a", "b"):
+        cfg = _recipe(tiny_dataset, tmp_path / name, tiny_features, epochs=1)
+        cfg.augment.time_shift, cfg.augment.mixup_alpha, cfg.augment.time_masks = 0.3, 0.4, 2
+        train_classifier(cfg)
+        states.append(torch.load(tmp_path / name / "classifier.ckpt", weights_only=True))
+    for k, v in states[0]["state_dict"].items():
+        torch.testing.assert_close(v, states[1]["state_dict"][k], rtol=0, atol=0, msg=k)

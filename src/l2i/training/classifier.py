@@ -324,6 +324,7 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
     save_config(cfg, out / "config.yaml")
 
     tr = cfg.trainer
+    L.seed_everything(tr.seed, workers=True, verbose=False)  # the initial weights too
     model = build_classifier(cfg.model, cfg.features, index.n_classes)
     train_dl = _loader(splits["train"], tr.batch_size, True, tr.num_workers, tr.seed)
     valid_dl = _loader(splits["valid"], tr.batch_size, False, tr.num_workers, tr.seed)
