@@ -83,7 +83,7 @@ def test_load_errors(tmp_path):
         load_classifier(raw)
 
 
-def test_build_errors():
+def test_build_errors(tmp_path):
     with pytest.raises(L2IError, match="unknown model.arch"):
         build_classifier(ClassifierModelConfig(arch="resnet"), FEAT, 3)
     with pytest.raises(L2IError, match="model.input"):
@@ -92,4 +92,5 @@ def test_build_errors():
         build_classifier(ClassifierModelConfig(), FEAT, 1)
     model, cfg = _conv2d()
     with pytest.raises(L2IError, match="class names"):
-        save_classifier("/nonexistent/x.ckpt", model, cfg, FEAT, ["a"])
+        save_classifier(tmp_path / "x.ckpt", model, cfg, FEAT, ["a"])
+    assert not list(tmp_path.iterdir())

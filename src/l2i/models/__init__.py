@@ -131,10 +131,11 @@ def save_classifier(path: str | os.PathLike, model: AudioClassifier,
                     model_cfg: ClassifierModelConfig, features: FeaturesConfig,
                     class_names: list[str], metrics: dict[str, Any] | None = None) -> Path:
     """Write ``classifier.ckpt`` atomically (temp file in the same folder, then rename)."""
+    record = classifier_dict(model, model_cfg, features, class_names, metrics)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(classifier_dict(model, model_cfg, features, class_names, metrics), tmp)
+    torch.save(record, tmp)
     os.replace(tmp, path)
     return path
 
