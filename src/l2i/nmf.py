@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -47,6 +46,7 @@ from torch import Tensor
 from l2i.config import FeaturesConfig, NMFConfig
 from l2i.errors import ConfigError, L2IError
 from l2i.features import features_match
+from l2i.fileio import atomic_path
 
 FORMAT = "l2i-nmf"
 VERSION = 1
@@ -573,15 +573,8 @@ def save_dictionary(path: str | os.PathLike, W: Tensor, features: FeaturesConfig
     payload = {"format": FORMAT, "version": VERSION,
                "W": W.detach().float().cpu().contiguous(), "features": feats,
                "stats": dict(stats or {})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 from l2i.config import FeaturesConfig, NMFRecipe, save_config
 from l2i.errors import L2IError
 from l2i.features import log1p_magnitude, stft
+from l2i.fileio import atomic_path, write_text
 from l2i.nmf import NMFResult, fit_nmf, load_dictionary, relative_error, save_dictionary
 
 TRANSFORM_ITER = 100  # HALS sweeps when fitting H with W fixed (valid frames, imported W)
@@ -111,7 +111,8 @@ def train_nmf(cfg: NMFRecipe) -> str:
 
     stats: dict[str, Any] = {
         "objective": _num(final_objective), "rel_error_train": _num(result.rel_error),
-        "rel_error_valid": _num(rel_valid), "n_components": int(result.W.shape[1]),
+        "rel_error_valid": _num(rel_valid), "K": int(result.W.shape[1]),
+        "n_components": int(result.W.shape[1]), "n_freq": int(result.W.shape[0]),
         "n_frames": int(len(frames)),
         "n_frames_valid": int(len(valid_frames)) if valid_frames is not None else 0,
         "n_iter": int(result.n_iter), "seconds": round(seconds, 3), "sparsity": float(lam),
@@ -169,16 +170,11 @@ def atoms_figure(path: str | os.PathLike, W: torch.Tensor, features: FeaturesCon
         ax.text(0.5, 0.5, "imported dictionary\n(no training curve)", ha="center",
                 va="center", transform=ax.transAxes)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -187,6 +183,4 @@ def _num(x: float | None) -> float | None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=2))
