@@ -95,13 +95,17 @@ def _as_frames(frames: Tensor | np.ndarray) -> Tensor:
 
 
 def _check_frames(frames: Tensor) -> None:
+    """Non-empty, finite, >= 0; checked block-wise (frames may be a memmap larger than RAM)."""
     if frames.shape[0] == 0:
         raise L2IError("NMF: no training frames (the training split is empty): check the data "
                        "folder and data.train_folds")
-    if not bool(torch.isfinite(frames).all()):
-        raise L2IError("NMF: training frames contain NaN or infinite values: check the audio")
-    if float(frames.min()) < 0:
-        raise L2IError("NMF: training frames must be non-negative (log1p magnitudes)")
+    for c0 in range(0, frames.shape[0], 65536):
+        block = frames[c0:c0 + 65536]  # (b, F)
+        if not bool(torch.isfinite(block).all()):
+            raise L2IError("NMF: training frames contain NaN or infinite values: check the "
+                           "audio")
+        if float(block.min()) < 0:
+            raise L2IError("NMF: training frames must be non-negative (log1p magnitudes)")
 
 
 def _hals_h(H: Tensor, WtV: Tensor, WtW: Tensor, sparsity: float, n_sweeps: int) -> Tensor:

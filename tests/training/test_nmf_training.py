@@ -84,3 +84,15 @@ def test_frames_and_helpers(tiny_features):
     c = spectral_centroids(W, tiny_features)
     hz = tiny_features.sample_rate / 2 / (tiny_features.n_freq - 1)
     np.testing.assert_allclose(c, [10 * hz, 100 * hz])
+
+
+def test_minibatch_mode_streams_frames_from_disk(recipe, tiny_features):
+    nmf = replace(recipe.nmf, batch_frames=256, n_iter=5)
+    path = train_nmf(replace(recipe, nmf=nmf))
+    folder = path.rsplit("/", 1)[0]
+    mm = np.load(f"{folder}/cache/frames-train.npy", mmap_mode="r")
+    assert mm.shape == (16 * (1 + 8000 // tiny_features.hop_length), tiny_features.n_freq)
+    stats = json.loads(open(f"{folder}/nmf.json").read())
+    assert stats["n_frames"] == mm.shape[0] and 0 < stats["rel_error_train"] < 0.6
+    W, _ = load_dictionary(path, tiny_features)
+    torch.testing.assert_close(W.norm(dim=0), torch.ones(8), atol=1e-5, rtol=0)

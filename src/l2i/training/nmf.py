@@ -26,7 +26,7 @@ import torch
 
 from l2i.config import FeaturesConfig, NMFRecipe, save_config
 from l2i.errors import L2IError
-from l2i.features import log1p_magnitude, stft
+from l2i.features import log1p_magnitude, n_frames, stft
 from l2i.fileio import atomic_path, write_text
 from l2i.nmf import NMFResult, fit_nmf, load_dictionary, relative_error, save_dictionary
 
@@ -34,19 +34,39 @@ TRANSFORM_ITER = 100  # HALS sweeps when fitting H with W fixed (valid frames, i
 
 
 def spectrogram_frames(wavs: np.ndarray | list[np.ndarray], features: FeaturesConfig,
-                       device: torch.device | str = "cpu", batch: int = 16) -> np.ndarray:
+                       device: torch.device | str = "cpu", batch: int = 16,
+                       out_path: str | os.PathLike | None = None) -> np.ndarray:
     """log1p|STFT| frames of every clip, stacked: ``wavs (N, S)`` (or a list of ``(S_i,)``)
-    -> ``(sum_i T_i, F)`` float32 on the CPU, computed ``batch`` clips at a time."""
-    out: list[np.ndarray] = []
+    -> ``(sum_i T_i, F)`` float32, computed ``batch`` clips at a time.
+
+    With ``out_path`` the frames go to a ``.npy`` on disk and a read-only memmap of it is
+    returned, so host memory stays bounded (the mini-batch solver streams from it).
+    """
+    lengths = [len(w) for w in wavs]
+    total = sum(n_frames(n, features) for n in lengths)
+    if out_path is not None:
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32,
+                                        shape=(total, features.n_freq))
+    else:
+        out = np.empty((total, features.n_freq), np.float32)
     if isinstance(wavs, np.ndarray) and wavs.ndim == 2:
         groups = [wavs[i:i + batch] for i in range(0, len(wavs), batch)]
     else:
         groups = [np.asarray(w)[None] for w in wavs]  # variable length: one clip at a time
+    row = 0
     for g in groups:
         x = torch.from_numpy(np.array(g, dtype=np.float32)).to(device)  # (B, S), a writable copy
         mag = log1p_magnitude(stft(x, features))  # (B, T, F)
-        out.append(mag.reshape(-1, mag.shape[-1]).cpu().numpy())  # (B * T, F)
-    return np.concatenate(out) if out else np.zeros((0, features.n_freq), np.float32)
+        flat = mag.reshape(-1, mag.shape[-1]).cpu().numpy()  # (B * T, F)
+        out[row:row + len(flat)] = flat
+        row += len(flat)
+    if out_path is not None:
+        out.flush()
+        del out
+        return np.load(out_path, mmap_mode="r")
+    return out
 
 
 def subsample(frames: np.ndarray, max_frames: int | None, seed: int) -> np.ndarray:
@@ -86,7 +106,9 @@ def train_nmf(cfg: NMFRecipe) -> str:
     cache = out / "cache" if cfg.data.cache else None
     sr = cfg.features.sample_rate
     train = load_split(index, "train", cfg.data, sr, cache)
-    frames = subsample(spectrogram_frames(train.wavs, cfg.features, device),
+    # mini-batch mode streams the frames from disk: host memory stays bounded
+    on_disk = out / "cache" / "frames-train.npy" if cfg.nmf.batch_frames else None
+    frames = subsample(spectrogram_frames(train.wavs, cfg.features, device, out_path=on_disk),
                        cfg.nmf.max_frames, cfg.nmf.seed)  # (N, F)
     valid_frames = None
     if index.valid:
@@ -103,7 +125,7 @@ def train_nmf(cfg: NMFRecipe) -> str:
     else:
         print(f"learning {cfg.nmf.n_components} atoms on {len(frames)} frames x "
               f"{frames.shape[1]} bins ({cfg.nmf.solver}, device {device})")
-        result = fit_nmf(torch.from_numpy(frames), cfg.nmf, device=device, progress=True)
+        result = fit_nmf(frames, cfg.nmf, device=device, progress=True)
         final_objective = result.objective
     rel_valid = (relative_error(valid_frames, result.W, lam, TRANSFORM_ITER, device)
                  if valid_frames is not None and len(valid_frames) else None)
