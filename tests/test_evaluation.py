@@ -290,10 +290,14 @@ def test_evaluate_mixtures_uses_test_fold_only_and_is_seeded(tmp_path, tiny_ckpt
 def test_evaluate_test_folds_shortcut_overrides_data_section(tmp_path, tiny_ckpt, tiny_dataset):
     from l2i.evaluation import evaluate
 
-    evaluate(_recipe(tiny_ckpt, tiny_dataset, tmp_path, test_folds=[2], n_examples=0,
+    evaluate(_recipe(tiny_ckpt, tiny_dataset, tmp_path, test_folds=[2], n_examples=1,
                      contamination="white_noise"))
     rows = _rows(tmp_path / "per_clip.csv")
     assert len(rows) == 8 and all(r["id"].split("/")[-1].startswith("2-") for r in rows)
+    # a contaminated example keeps its clean clip beside the noisy input
+    (clean,) = (tmp_path / "examples").glob("*.clean.wav")
+    noisy = clean.with_name(clean.name.replace(".clean.", ".input."))
+    assert not np.allclose(sf.read(clean)[0], sf.read(noisy)[0], atol=1e-3)
     assert json.loads((tmp_path / "metrics.json").read_text())["settings"]["test_folds"] == [2]
 
 

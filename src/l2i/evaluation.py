@@ -357,7 +357,7 @@ def evaluate(cfg: EvaluateRecipe) -> str:
                       if (labels == k).any()},
         "mean_selected": float(res.columns["n_selected"].mean()),
         "empty_masks": int((res.columns["n_selected"] == 0).sum()),
-        "n_frames": res.n_frames,
+        "n_frames": res.n_frames, "clip_seconds": wavs.shape[1] / sr,
     }
     settings = {
         "ckpt": str(cfg.ckpt), "data_folder": str(cfg.data_folder),
@@ -373,8 +373,8 @@ def evaluate(cfg: EvaluateRecipe) -> str:
     _write_text(out / "per_clip.csv", per_clip_csv(ids, labels, names, res, partner))
     _write_text(out / "metrics.md", metrics_markdown(agg, settings, counts))
     if cfg.n_examples > 0:
-        write_examples(explainer, wavs, clean if partner is not None else None, labels, ids,
-                       res, out / "examples", cfg.n_examples,
+        write_examples(explainer, wavs, clean if cfg.contamination != "none" else None, labels,
+                       ids, res, out / "examples", cfg.n_examples,
                        sources=[str(c.path) for c in _test_clips(index)])
     save_config(cfg, out / "config.yaml")
     return _summary_line(out, agg, counts)
