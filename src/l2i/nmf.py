@@ -470,7 +470,7 @@ def _fit_minibatch(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch.device,
             break
     bar.close()
     W = W.float().cpu().contiguous()
-    rel, obj = relative_error(frames, W, lam, n_iter=4 * inner, device=dev, objective=True)
+    rel, obj = relative_error(frames, W, lam, n_iter=30, device=dev, objective=True)
     return NMFResult(W=W, history=history, rel_error=rel, n_iter=len(history), H=None,
                      objective=obj)
 

@@ -30,7 +30,7 @@ from l2i.features import log1p_magnitude, n_frames, stft
 from l2i.fileio import atomic_path, write_text
 from l2i.nmf import NMFResult, fit_nmf, load_dictionary, relative_error, save_dictionary
 
-TRANSFORM_ITER = 100  # HALS sweeps when fitting H with W fixed (valid frames, imported W)
+TRANSFORM_ITER = 30  # HALS sweeps when fitting H with W fixed (valid frames, imported W)
 
 
 def spectrogram_frames(wavs: np.ndarray | list[np.ndarray], features: FeaturesConfig,
