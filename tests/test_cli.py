@@ -104,3 +104,16 @@ def test_every_shipped_recipe_loads():
         C.load_config(kinds[kind], path)
         found += 1
     assert found >= 6
+
+
+def test_resume_device_and_noise_folder_short_forms(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("{}\n")
+    cfg = cli.parse_command(cli.COMMANDS["train-classifier"], [
+        str(recipe), "--resume", "--device", "cpu", "--noise_folder", "N"])
+    assert cfg.trainer.resume is True and cfg.trainer.device == "cpu"
+    assert cfg.augment.noise_folder == "N"
+    # evaluate has a top-level noise_folder and device: the alias must not hijack them
+    ev = cli.parse_command(cli.COMMANDS["evaluate"], ["m.ckpt", "--noise_folder", "P",
+                                                      "--device", "cpu"])
+    assert ev.noise_folder == "P" and ev.device == "cpu"

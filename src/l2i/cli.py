@@ -116,7 +116,7 @@ def parse_command(cmd: Command, argv: list[str]) -> Any:
             raise C.ConfigError(f"'l2i {cmd.name}' needs a recipe: l2i {cmd.name} "
                                 "recipes/esc50/<recipe>.yaml [--key value ...]")
         recipe_path, positionals = positionals[0], positionals[1:]
-    overrides = C.parse_overrides(options)
+    overrides = _apply_aliases(cmd.recipe, C.parse_overrides(options))
     fields = list(cmd.positionals)
     if len(positionals) > len(fields) and not cmd.varargs:
         raise C.ConfigError(f"too many arguments for 'l2i {cmd.name}': {positionals!r}")
@@ -129,12 +129,34 @@ def parse_command(cmd: Command, argv: list[str]) -> Any:
     return C.load_config(cmd.recipe, recipe_path, overrides)
 
 
+# Short forms for keys users type often: ``--resume`` is ``--trainer.resume``, etc. An alias
+# applies only when the command has no top-level key of that name.
+ALIASES = {"resume": "trainer.resume", "device": "trainer.device", "seed": "trainer.seed",
+           "epochs": "trainer.epochs", "batch_size": "trainer.batch_size",
+           "noise_folder": "augment.noise_folder", "precision": "trainer.precision"}
+
+
+def _apply_aliases(recipe: type, overrides: dict[str, Any]) -> dict[str, Any]:
+    top = {f.name for f in dataclasses.fields(recipe)}
+    out = {}
+    for key, value in overrides.items():
+        target = ALIASES.get(key)
+        if key not in top and target and target.split(".")[0] in top:
+            key = target
+        out[key] = value
+    return out
+
+
 def command_help(cmd: Command) -> str:
     args = " ".join(f.upper() + ("..." if cmd.varargs and f == cmd.positionals[-1] else "")
                     for f in cmd.positionals)
     head = f"usage: l2i {cmd.name} {'RECIPE.yaml ' if cmd.takes_recipe else ''}{args} " \
            "[--key value ...]\n\n" + cmd.help + "\n\nkeys (default):"
-    return head + "\n" + "\n".join(_describe(cmd.recipe(), ""))
+    aliases = [f"--{a} = --{t}" for a, t in ALIASES.items()
+               if a not in {f.name for f in dataclasses.fields(cmd.recipe)}
+               and t.split(".")[0] in {f.name for f in dataclasses.fields(cmd.recipe)}]
+    tail = ("\n\nshort forms: " + ", ".join(aliases)) if aliases else ""
+    return head + "\n" + "\n".join(_describe(cmd.recipe(), "")) + tail
 
 
 def _describe(obj: Any, prefix: str) -> list[str]:

@@ -109,7 +109,7 @@ class ClassifierModelConfig:
 
     arch: str = "conv2d"  # conv2d | cnn14
     input: str = "log1p_mel"
-    width: int = 64  # conv2d: channels of the first block (doubles per block)
+    width: int = 12  # conv2d: channels of the first block (doubles per block)
     embed_dim: int = 256
     dropout: float = 0.2
     pretrained: str | None = None  # SpeechBrain CNN14 pair folder or PANNs .pth (cnn14 only)
