@@ -14,7 +14,8 @@ otherwise it synthesises 5-s clips at 16 kHz and uses a fresh conv2d classifier 
 recipes/esc50/classifier_conv2d.yaml) and a random K=100 dictionary. Prints JSON.
 
     python benchmarks/l2i_train.py [--data_folder D --classifier_ckpt C --nmf N]
-        [--n_clips 64] [--batch_size 32] [--epochs 2] [--out result.json]
+        [--n_clips 64] [--batch_size 32] [--epochs 2] [--hidden 256]
+        [--time_resolution output|maps] [--out result.json]
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def _artefacts(args: argparse.Namespace, tmp: Path):
                         progress=False)
     n = min(args.n_clips, len(arrays))
     names = names or index.class_names
-    psi = Psi(clf.map_channels, W.shape[1], PsiConfig(maps=args.maps or []))
+    psi = Psi(clf.map_channels, W.shape[1], PsiConfig(
+        maps=args.maps or [], hidden=args.hidden, time_resolution=args.time_resolution))
     theta = Theta(W.shape[1], len(names), ThetaConfig())
     interp = Interpreter(clf, psi, theta, W, features, names)
     return interp, np.asarray(arrays.wavs[:n]), arrays.labels[:n]
@@ -113,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classifier_ckpt", default="")
     ap.add_argument("--nmf", default="")
     ap.add_argument("--maps", nargs="*", default=None)
+    ap.add_argument("--hidden", type=int, default=256, help="psi.hidden")
+    ap.add_argument("--time_resolution", default="output", help="psi.time_resolution")
     ap.add_argument("--n_clips", type=int, default=64)
     ap.add_argument("--batch_size", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=2)
@@ -143,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             "n_clips": n, "batch_size": args.batch_size, "epochs_timed": args.epochs,
             "frames": int(CachedSplit(folder).meta["frames"]),
             "K": interp.n_components, "psi_maps": interp.psi.map_names,
+            "psi_time_resolution": args.time_resolution,
             "psi_params": sum(p.numel() for p in interp.psi.parameters()),
             "no_cache_clips_per_s": round(n / no_cache_s, 2),
             "cache_clips_per_s": round(n / cache_epoch_s, 2),
