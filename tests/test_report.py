@@ -184,3 +184,16 @@ def test_report_loads_in_headless_chromium(tmp_path):
     assert body, f"no <body data-loaded> in chromium's DOM dump: {proc.stderr[-2000:]}"
     # every image decoded (naturalWidth > 0), every player read its metadata
     assert body.group(1) == "img=4/4 audio=4/4"
+
+
+def test_report_overview_lists_clean_evaluation_first(tmp_path):
+    root = _fake_run(tmp_path / "run")
+    clean = root / "z_clean"
+    clean.mkdir()
+    (clean / "metrics.json").write_text(json.dumps({
+        "kind": "l2i-evaluate", "metrics": {"AI": 11.0}, "settings": {"contamination": "none"}}))
+    page = Path(write_report(ReportRecipe(run_folder=str(root)))).read_text()
+    assert "<h2>Overview</h2>" in page
+    overview = page.split("<h2>Overview</h2>", 1)[1].split("</table>", 1)[0]
+    assert overview.index("z_clean") < overview.index("mixtures")
+    assert page.index("Evaluation <code>z_clean</code>") < page.index("Evaluation <code>eval")

@@ -155,6 +155,9 @@ def render_report(root: Path, evaluations: list[Path], subruns: dict[str, Path],
         "NMF dictionary; an explanation is the part of the input spectrogram those components "
         "account for, turned back into sound.</p>",
     ]
+    evaluations = sorted(evaluations, key=lambda ev: (not _is_clean(ev), ev.as_posix()))
+    if len(evaluations) > 1:
+        parts.append(_overview_table(root, evaluations))
     for ev in evaluations:
         parts.append(_evaluation_section(root, ev, n_examples))
     if subruns:
@@ -165,6 +168,28 @@ def render_report(root: Path, evaluations: list[Path], subruns: dict[str, Path],
     parts.append(LOAD_SCRIPT)
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _is_clean(folder: Path) -> bool:
+    data = _read_json(folder / "metrics.json") or {}
+    return data.get("settings", {}).get("contamination", "none") == "none"
+
+
+def _overview_table(root: Path, evaluations: list[Path]) -> str:
+    """One row per evaluation: where, contamination, the table metrics and fidelity."""
+    keys = TABLE_KEYS + ["fidelity_top1", "accuracy"]
+    head = "".join(f"<th>{_e(k)}</th>" for k in
+                   ["evaluation", "contamination", *TABLE_KEYS, "Fid@1 %", "accuracy %"])
+    rows = [f"<tr>{head}</tr>"]
+    for ev in evaluations:
+        data = _read_json(ev / "metrics.json") or {}
+        m = data.get("metrics", {})
+        rel = ev.relative_to(root).as_posix() if ev != root else "."
+        cont = data.get("settings", {}).get("contamination", "none")
+        cells = "".join(f"<td>{_fmt(m.get(k))}</td>" for k in keys)
+        rows.append(f"<tr><td class='l'><code>{_e(rel)}</code></td><td class='l'>"
+                    f"{_e(str(cont))}</td>{cells}</tr>")
+    return "<h2>Overview</h2><table>" + "".join(rows) + "</table>"
 
 
 def _evaluation_section(root: Path, folder: Path, n_examples: int) -> str:
