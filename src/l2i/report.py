@@ -178,17 +178,20 @@ def _is_clean(folder: Path) -> bool:
 def _overview_table(root: Path, evaluations: list[Path]) -> str:
     """One row per evaluation: where, contamination, the table metrics and fidelity."""
     keys = TABLE_KEYS + ["fidelity_top1", "accuracy"]
-    head = "".join(f"<th>{_e(k)}</th>" for k in
-                   ["evaluation", "contamination", *TABLE_KEYS, "Fid@1 %", "accuracy %"])
+    head = ("<th class='l'>evaluation</th><th class='l'>contamination</th>"
+            "<th class='l'>selection</th>"
+            + "".join(f"<th>{_e(k)}</th>" for k in [*TABLE_KEYS, "Fid@1 %", "accuracy %"]))
     rows = [f"<tr>{head}</tr>"]
     for ev in evaluations:
         data = _read_json(ev / "metrics.json") or {}
         m = data.get("metrics", {})
         rel = ev.relative_to(root).as_posix() if ev != root else "."
-        cont = data.get("settings", {}).get("contamination", "none")
+        settings = data.get("settings", {})
+        cont = settings.get("contamination", "none")
         cells = "".join(f"<td>{_fmt(m.get(k))}</td>" for k in keys)
         rows.append(f"<tr><td class='l'><code>{_e(rel)}</code></td><td class='l'>"
-                    f"{_e(str(cont))}</td>{cells}</tr>")
+                    f"{_e(str(cont))}</td><td class='l'>{_e(_selection_text(settings) or '')}"
+                    f"</td>{cells}</tr>")
     return "<h2>Overview</h2><table>" + "".join(rows) + "</table>"
 
 
