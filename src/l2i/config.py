@@ -160,6 +160,7 @@ class PsiConfig:
     dropout: float = 0.0
     activation: str = "relu"  # relu | softplus (H >= 0)
     time_resolution: str = "output"  # output: blocks at the STFT frame rate | maps: at the maps'
+    freq_reduce: str = "meanmax"  # meanmax: pool maps over frequency | flatten: bins -> channels
 
 
 @dataclass
@@ -396,7 +397,7 @@ def _read_yaml_with_base(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         raise ConfigError(f"recipe {path}: expected a mapping of keys at the top level")
     for key, value in data.items():  # `*_recipe` paths are relative to the recipe file
         if key.endswith("_recipe") and isinstance(value, str) and not os.path.isabs(value):
-            data[key] = str(path.parent / value)
+            data[key] = str(path.resolve().parent / value)
     base = data.pop("base", None)
     if base is None:
         return data

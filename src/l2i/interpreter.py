@@ -164,6 +164,7 @@ def interpreter_record(interp: Interpreter, loss: L2ILossConfig | dict | None = 
         "features": asdict(interp.features),
         "class_names": list(interp.class_names),
         "psi": {"map_channels": dict(interp.psi.map_channels),
+                "map_bins": dict(interp.psi.map_bins),
                 "n_components": interp.psi.n_components,
                 "config": _plain(psi_cfg), "state_dict": cpu(interp.psi.state_dict())},
         "theta": {"n_components": interp.theta.n_components, "n_classes": interp.theta.n_classes,
@@ -210,7 +211,8 @@ def build_interpreter(record: dict[str, Any], device: str | torch.device = "cpu"
     classifier, _info = load_classifier(record["classifier"], map_location=dev)
     psi_cfg = from_dict(PsiConfig, record["psi"]["config"])
     theta_cfg = from_dict(ThetaConfig, record["theta"]["config"])
-    psi = Psi(record["psi"]["map_channels"], record["psi"]["n_components"], psi_cfg)
+    psi = Psi(record["psi"]["map_channels"], record["psi"]["n_components"], psi_cfg,
+              map_bins=record["psi"].get("map_bins"))
     psi.load_state_dict(record["psi"]["state_dict"])
     theta = Theta(record["theta"]["n_components"], record["theta"]["n_classes"], theta_cfg)
     theta.load_state_dict(record["theta"]["state_dict"])

@@ -78,3 +78,40 @@ def test_maps_time_resolution_gives_the_same_shapes(T):
     assert H.shape == (2, 7, T) and bool((H >= 0).all())
     with pytest.raises(ValueError, match="time_resolution"):
         Psi(CHANNELS, 7, PsiConfig(time_resolution="fast"))
+
+
+def test_flatten_keeps_frequency_bins_as_channels():
+    maps = _maps()
+    red = reduce_maps(maps, ["block3"], mode="flatten")["block3"]
+    assert red.shape == (2, 8 * 5, 13)
+    # channel c * F + f at frame t is bin f of channel c at frame t
+    assert torch.equal(red[:, 3 * 5 + 4, 6], maps["block3"][:, 3, 6, 4])
+
+
+def test_flatten_psi_any_T_and_needs_map_bins():
+    cfg = PsiConfig(hidden=16, n_layers=1, freq_reduce="flatten")
+    psi = Psi(CHANNELS, 6, cfg, map_bins={"block3": 5, "block4": 3})
+    assert psi.proj["block3"].in_channels == 40 and psi.proj["block4"].in_channels == 48
+    for T in (20, 431):
+        H = psi(_maps(), T)
+        assert H.shape == (2, 6, T) and bool((H >= 0).all())
+    with pytest.raises(ValueError, match="frequency bins"):
+        Psi(CHANNELS, 6, cfg)
+    with pytest.raises(ValueError, match="freq_reduce"):
+        Psi(CHANNELS, 6, PsiConfig(freq_reduce="sum"))
+
+
+def test_probe_map_bins_reads_the_classifier_maps():
+    from l2i.models.psi import probe_map_bins
+
+    class Toy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(1, 1)
+
+        def forward(self, mag):  # (B, T, F)
+            x = mag[:, None]  # (B, 1, T, F)
+            return mag.mean((1, 2))[:, None], {
+                "a": torch.nn.functional.avg_pool2d(x, 2), "b": x[..., :7]}
+
+    assert probe_map_bins(Toy(), 40) == {"a": 20, "b": 7}

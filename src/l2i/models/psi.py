@@ -2,8 +2,10 @@
 
 One design for every classifier that exposes named maps ``(B, C_i, T_i, F_i)``:
 
-1. :meth:`Psi.reduce` pools each map over its frequency axis with mean and max, giving
-   ``(B, 2 * C_i, T_i)``. It has no parameters, so its output can be cached once per clip.
+1. :meth:`Psi.reduce` removes each map's frequency axis without parameters, so its output
+   can be cached once per clip: ``freq_reduce: flatten`` folds the ``F_i`` bins into the
+   channels, ``(B, C_i * F_i, T_i)`` (keeps *where* in frequency the classifier saw energy,
+   which the reconstruction W H needs); ``meanmax`` pools with mean and max, ``(B, 2 C_i, T_i)``.
 2. per map, a 1x1 ``Conv1d`` projects to ``hidden`` channels, and linear interpolation along time
    brings it to ``T`` frames (any number of STFT frames); the maps are summed.
 3. ``n_layers`` residual blocks ``Conv1d(k) -> LayerNorm(channels) -> ReLU (-> dropout)``.
@@ -26,10 +28,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 
-def reduce_maps(maps: Mapping[str, Tensor], names: list[str] | None = None) -> dict[str, Tensor]:
-    """Mean and max over frequency of each map: ``(B, C, T_i, F_i)`` -> ``(B, 2C, T_i)``.
+def reduce_maps(maps: Mapping[str, Tensor], names: list[str] | None = None,
+                mode: str = "meanmax") -> dict[str, Tensor]:
+    """Remove the frequency axis of each map, ``(B, C, T_i, F_i)`` -> ``(B, C', T_i)``.
 
-    A 3-D map ``(B, C, T_i)`` (already without a frequency axis) is treated as ``F_i = 1``.
+    ``mode="meanmax"``: mean and max over frequency, ``C' = 2C``; ``mode="flatten"``: the bins
+    become channels, ``C' = C * F_i``. A 3-D map ``(B, C, T_i)`` is treated as ``F_i = 1``.
     ``names`` restricts (and orders) the maps kept; ``None`` keeps all.
     """
     out: dict[str, Tensor] = {}
@@ -40,7 +44,11 @@ def reduce_maps(maps: Mapping[str, Tensor], names: list[str] | None = None) -> d
         if m.dim() != 4:
             raise ValueError(f"map {name!r}: expected (B, C, T, F), got shape {tuple(m.shape)}")
         m = m.float()
-        out[name] = torch.cat([m.mean(dim=-1), m.amax(dim=-1)], dim=1)  # (B, 2C, T_i)
+        if mode == "flatten":
+            b, c, t, f = m.shape
+            out[name] = m.permute(0, 1, 3, 2).reshape(b, c * f, t)  # (B, C*F_i, T_i)
+        else:
+            out[name] = torch.cat([m.mean(dim=-1), m.amax(dim=-1)], dim=1)  # (B, 2C, T_i)
     return out
 
 
@@ -74,11 +82,14 @@ class Psi(nn.Module):
     Args:
         map_channels: channels ``C_i`` of every map the classifier exposes, by name.
         n_components: K, the number of NMF components.
+        map_bins: frequency bins ``F_i`` of each map (needed by ``freq_reduce: flatten``;
+            :func:`probe_map_bins` measures them).
         cfg: a :class:`l2i.config.PsiConfig` (or any object with ``maps``, ``hidden``,
             ``n_layers``, ``kernel_size``, ``dropout`` and optionally ``activation``).
     """
 
-    def __init__(self, map_channels: Mapping[str, int], n_components: int, cfg: Any) -> None:
+    def __init__(self, map_channels: Mapping[str, int], n_components: int, cfg: Any,
+                 map_bins: Mapping[str, int] | None = None) -> None:
         super().__init__()
         names = list(cfg.maps) if cfg.maps else list(map_channels)
         unknown = [n for n in names if n not in map_channels]
@@ -100,21 +111,36 @@ class Psi(nn.Module):
         if self.time_resolution not in ("output", "maps"):
             raise ValueError("psi.time_resolution must be output or maps, got "
                              f"{self.time_resolution!r}")
+        self.freq_reduce = getattr(cfg, "freq_reduce", "meanmax")
+        if self.freq_reduce not in ("meanmax", "flatten"):
+            raise ValueError("psi.freq_reduce must be meanmax or flatten, got "
+                             f"{self.freq_reduce!r}")
+        if self.freq_reduce == "flatten":
+            missing = [n for n in names if not map_bins or n not in map_bins]
+            if missing:
+                raise ValueError(f"psi.freq_reduce flatten needs the frequency bins of maps "
+                                 f"{missing}")
+            self.map_bins = {n: int(map_bins[n]) for n in names}  # type: ignore[index]
+            width = {n: c * self.map_bins[n] for n, c in self.map_channels.items()}
+        else:
+            self.map_bins = {n: int(map_bins[n]) for n in names if n in map_bins} \
+                if map_bins else {}
+            width = {n: 2 * c for n, c in self.map_channels.items()}
         self.proj = nn.ModuleDict({
-            n: nn.Conv1d(2 * c, cfg.hidden, kernel_size=1) for n, c in self.map_channels.items()})
+            n: nn.Conv1d(w, cfg.hidden, kernel_size=1) for n, w in width.items()})
         self.blocks = nn.Sequential(*[_Block(cfg.hidden, cfg.kernel_size, cfg.dropout)
                                       for _ in range(cfg.n_layers)])
         self.out = nn.Conv1d(cfg.hidden, self.n_components, kernel_size=1)
 
     def reduce(self, maps: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """The parameter-free part: ``{name: (B, C_i, T_i, F_i)}`` -> ``{name: (B, 2C_i, T_i)}``."""
+        """The parameter-free part: ``{name: (B, C_i, T_i, F_i)}`` -> ``{name: (B, C', T_i)}``."""
         missing = [n for n in self.map_names if n not in maps]
         if missing:
             raise KeyError(f"psi expects maps {missing}; got {list(maps)}")
-        return reduce_maps(maps, self.map_names)
+        return reduce_maps(maps, self.map_names, self.freq_reduce)
 
     def forward_reduced(self, reduced: Mapping[str, Tensor], n_frames: int) -> Tensor:
-        """``{name: (B, 2C_i, T_i)}`` (from :meth:`reduce`) -> ``H (B, K, n_frames)`` >= 0."""
+        """``{name: (B, C', T_i)}`` (from :meth:`reduce`) -> ``H (B, K, n_frames)`` >= 0."""
         n_frames = int(n_frames)
         # "output": the blocks run at the STFT frame rate; "maps": at the finest map's rate,
         # and only the K output channels are interpolated (cheaper, smoother in time)
@@ -137,3 +163,18 @@ class Psi(nn.Module):
     def forward(self, maps: Mapping[str, Tensor], n_frames: int) -> Tensor:
         """``{name: (B, C_i, T_i, F_i)}`` -> ``H (B, K, n_frames)`` >= 0."""
         return self.forward_reduced(self.reduce(maps), n_frames)
+
+
+@torch.no_grad()
+def probe_map_bins(classifier: nn.Module, n_freq: int, n_frames: int = 64) -> dict[str, int]:
+    """Frequency bins ``F_i`` of each hidden map, from one forward pass on silence.
+
+    ``classifier(mag (1, n_frames, n_freq)) -> (logits, {name: (1, C_i, T_i, F_i)})``.
+    """
+    was_training = classifier.training
+    classifier.eval()
+    param = next(classifier.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    _, maps = classifier(torch.zeros(1, n_frames, n_freq, device=device))
+    classifier.train(was_training)
+    return {name: (int(m.shape[-1]) if m.dim() == 4 else 1) for name, m in maps.items()}

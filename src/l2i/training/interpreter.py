@@ -51,7 +51,7 @@ from l2i.config import (
 from l2i.errors import ConfigError, L2IError
 from l2i.features import features_match, n_frames, stft
 from l2i.interpreter import Interpreter, save_interpreter
-from l2i.models.psi import Psi
+from l2i.models.psi import Psi, probe_map_bins
 from l2i.models.theta import Theta
 
 MONITOR = "valid/fid_top1"
@@ -468,7 +468,8 @@ def build_model(cfg: L2IRecipe, record: dict, classifier: Any, W: Tensor,
                 info: Any) -> Interpreter:
     """A fresh :class:`Interpreter` (untrained psi + theta) around the frozen classifier."""
     try:
-        psi = Psi(classifier.map_channels, W.shape[1], cfg.psi)
+        psi = Psi(classifier.map_channels, W.shape[1], cfg.psi,
+                  map_bins=probe_map_bins(classifier, W.shape[0]))
         theta = Theta(W.shape[1], info.n_classes, cfg.theta)
     except ValueError as err:
         raise ConfigError(f"psi/theta config: {err}") from None
@@ -482,7 +483,7 @@ def _split_key(cfg: L2IRecipe, clips: list, interp: Interpreter) -> str:
     st = Path(cfg.classifier_ckpt).stat()
     h = hashlib.sha1(json.dumps([
         CACHE_VERSION, str(Path(cfg.classifier_ckpt).resolve()), st.st_size, st.st_mtime_ns,
-        interp.psi.map_names, to_dict(interp.features),
+        interp.psi.map_names, interp.psi.freq_reduce, to_dict(interp.features),
         cache_key(clips, interp.features.sample_rate, cfg.data)]).encode())
     return h.hexdigest()[:20]
 
