@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from l2i import fileio
 from l2i.errors import DataError
 
 MIN_SAMPLE_RATE = 1000
@@ -130,16 +130,6 @@ def write_wav(path: str | os.PathLike, x, sample_rate: int, subtype: str = "PCM_
     x = np.asarray(x, dtype=np.float32)
     if subtype.startswith("PCM"):
         x = np.clip(x, -1.0, 1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        buf = io.BytesIO()  # encode in memory: libsndfile fsyncs real files on close (slow)
-        sf.write(buf, x, int(sample_rate), subtype=subtype, format="WAV")
-        with open(tmp, "wb") as fh:
-            fh.write(buf.getbuffer())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buf = io.BytesIO()  # encode in memory: libsndfile fsyncs real files on close (slow)
+    sf.write(buf, x, int(sample_rate), subtype=subtype, format="WAV")
+    return fileio.write_bytes(path, buf.getvalue())

@@ -361,12 +361,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def save_config(cfg: Any, path: str | os.PathLike) -> Path:
     """Write the resolved config as YAML (atomically: temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    from l2i.fileio import write_text
+
+    return write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def from_dict(cls: type[T], raw: dict[str, Any], prefix: str = "") -> T:

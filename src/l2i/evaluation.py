@@ -34,9 +34,7 @@ import csv
 import io
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,7 @@ import torch
 from torch import Tensor
 
 from l2i import features as feats
+from l2i import fileio
 from l2i import metrics as M
 from l2i.config import (
     DataConfig,
@@ -661,16 +660,7 @@ def _json_safe(obj: Any) -> Any:
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    fileio.write_text(path, text)
 
 
 __all__ = ["evaluate", "contaminate", "draw_partners", "score_clips",
