@@ -49,3 +49,17 @@ def test_l2i_recipe_stage_paths_resolve_relative_to_recipe(tmp_path):
     cfg = C.load_config(C.L2IRecipe, recipe)
     assert cfg.classifier_recipe == str(tmp_path / "sub" / "clf.yaml")
     assert cfg.nmf_recipe == "/abs/nmf.yaml"
+
+
+def test_summary_reports_metrics_and_localisation(tmp_path):
+    import json
+
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps({"metrics": {
+        "fidelity_top1": 96.7, "AI": 18.3, "Fid-In": 0.8,
+        "localisation": {"l2i_mask": {"auc": 0.75}, "input_energy": {"auc": 0.9},
+                         "n_clips_with_events": 60}}}))
+    text = pipeline._summary(tmp_path)
+    assert "fidelity_top1=96.7" in text and "Fid-In=0.8" in text
+    assert "l2i_mask 0.750" in text and "input_energy 0.900" in text
+    assert str(tmp_path / "report.html") in text
