@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from l2i.config import FeaturesConfig, L2ILossConfig, PsiConfig, ThetaConfig, from_dict
 from l2i.errors import L2IError
+from l2i.fileio import read_checkpoint
 from l2i.models.psi import Psi
 from l2i.models.theta import Theta
 
@@ -231,19 +232,7 @@ def load_interpreter(path: str | os.PathLike, device: str | torch.device = "cpu"
 
     Raises L2IError when the file is missing or is not an L2I checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise L2IError(f"interpreter checkpoint {path} not found: train one with "
-                       "'l2i train recipes/esc50/l2i_conv2d.yaml ...' (it writes l2i.ckpt)")
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling problem is a bad file
-        raise L2IError(f"{path} is not a readable l2i checkpoint: {err}") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        fmt = record.get("format") if isinstance(record, dict) else type(record).__name__
-        raise L2IError(f"{path} is not an L2I interpreter checkpoint (format {fmt!r}); "
-                       "expected the l2i.ckpt written by 'l2i train'")
-    if int(record.get("version", 0)) > VERSION:
-        raise L2IError(f"{path} has format version {record['version']}, this l2i reads up to "
-                       f"{VERSION}: upgrade l2i")
+    record = read_checkpoint(path, FORMAT, VERSION, "interpreter checkpoint",
+                             "give the l2i.ckpt that 'l2i train recipes/esc50/l2i_conv2d.yaml "
+                             "...' writes", kind="L2I interpreter")
     return build_interpreter(record, device)

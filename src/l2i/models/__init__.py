@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from l2i.config import ClassifierModelConfig, FeaturesConfig, from_dict
 from l2i.errors import L2IError
 from l2i.features import Frontend
+from l2i.fileio import check_record, read_checkpoint
 
 CKPT_FORMAT = "l2i-classifier"
 CKPT_VERSION = 1
@@ -144,26 +145,16 @@ def load_classifier(path_or_dict: str | os.PathLike | dict[str, Any],
                     map_location: str | torch.device = "cpu"
                     ) -> tuple[AudioClassifier, ClassifierInfo]:
     """Rebuild a classifier from its checkpoint (a path or the dict itself), in eval mode."""
-    where = "classifier checkpoint"
+    hint = ("train one with 'l2i train-classifier' and give its classifier.ckpt "
+            "(SpeechBrain/PANNs weights are loaded with model.pretrained instead)")
     if isinstance(path_or_dict, dict):
-        ck = path_or_dict
+        where = "classifier checkpoint"
+        ck = check_record(path_or_dict, CKPT_FORMAT, CKPT_VERSION, where, hint,
+                          "l2i classifier")
     else:
         where = str(path_or_dict)
-        if not Path(path_or_dict).is_file():
-            raise L2IError(f"classifier checkpoint {where} not found: train one with "
-                           "'l2i train-classifier' or give the path of its classifier.ckpt")
-        try:
-            ck = torch.load(path_or_dict, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 (any unpickling failure is a bad file)
-            raise L2IError(f"{where} could not be read as an l2i classifier checkpoint "
-                           f"({type(err).__name__}: {err})") from None
-    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
-        fmt = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
-        raise L2IError(f"{where} is not an l2i classifier checkpoint (format {fmt!r}); "
-                       "SpeechBrain/PANNs weights are loaded with model.pretrained instead")
-    if int(ck.get("version", 0)) > CKPT_VERSION:
-        raise L2IError(f"{where} has checkpoint version {ck.get('version')}, newer than this "
-                       f"l2i understands ({CKPT_VERSION}); upgrade l2i")
+        ck = read_checkpoint(path_or_dict, CKPT_FORMAT, CKPT_VERSION, "classifier checkpoint",
+                             hint, "l2i classifier")
     missing = [k for k in ("model", "n_classes", "features", "class_names", "state_dict")
                if k not in ck]
     if missing:
