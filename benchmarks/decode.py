@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _emit import emit
+
 from l2i.audio import load_audio
 from l2i.config import DataConfig
 from l2i.data import SPLITS, load_dataset, load_split
@@ -67,11 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.machine(),
         "command": "python benchmarks/decode.py " + " ".join(argv or sys.argv[1:]),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

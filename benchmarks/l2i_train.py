@@ -21,7 +21,6 @@ recipes/esc50/classifier_conv2d.yaml) and a random K=100 dictionary. Prints JSON
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _emit import emit
 
 from l2i.config import (
     ClassifierModelConfig,
@@ -161,11 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": sys.version.split()[0], "torch": torch.__version__,
             "machine": platform.machine(),
         }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ times. Prints JSON (best and mean wall time, clips/s).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
-from pathlib import Path
+
+from _emit import emit
 
 from l2i.config import SynthRecipe
 from l2i.synthetic import CLASS_NAMES, synthesize_dataset
@@ -47,11 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "command": "python benchmarks/synth.py " + " ".join(argv or sys.argv[1:]),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -42,3 +42,25 @@ def tiny_data_config() -> DataConfig:
     """DataConfig for ``tiny_dataset``: folds 1,2 / 3 / 4, 1 s clips."""
     return DataConfig(format="esc50", train_folds=[1, 2], valid_folds=[3], test_folds=[4],
                       duration_s=TINY_DURATION_S)
+
+
+def random_interpreter(features: FeaturesConfig, class_names: list[str], n_components: int = 6,
+                       seed: int = 0):
+    """An untrained but complete :class:`l2i.interpreter.Interpreter`: a narrow conv2d
+    classifier, a small psi/theta and a random dictionary ``W (F, n_components)``."""
+    import torch
+
+    from l2i.config import ClassifierModelConfig, PsiConfig, ThetaConfig
+    from l2i.interpreter import Interpreter
+    from l2i.models import build_classifier, classifier_dict
+    from l2i.models.psi import Psi
+    from l2i.models.theta import Theta
+
+    torch.manual_seed(seed)
+    mc = ClassifierModelConfig(arch="conv2d", width=8, embed_dim=16)
+    clf = build_classifier(mc, features, len(class_names))
+    psi = Psi(clf.map_channels, n_components, PsiConfig(hidden=16, n_layers=1))
+    theta = Theta(n_components, len(class_names), ThetaConfig(hidden=8))
+    W = torch.rand(features.n_freq, n_components)
+    return Interpreter(clf, psi, theta, W, features, class_names,
+                       classifier_record=classifier_dict(clf, mc, features, class_names))

@@ -11,14 +11,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import random_interpreter
 
 from l2i.config import (
-    ClassifierModelConfig,
     DataConfig,
     EvaluateRecipe,
     FeaturesConfig,
-    PsiConfig,
-    ThetaConfig,
 )
 from l2i.errors import ConfigError, DataError
 from l2i.evaluation import aggregate, contaminate, draw_partners, pick_examples, score_clips
@@ -27,19 +25,7 @@ K = 6
 
 
 def _interpreter(features: FeaturesConfig, class_names: list[str], seed: int = 0):
-    from l2i.interpreter import Interpreter
-    from l2i.models import build_classifier, classifier_dict
-    from l2i.models.psi import Psi
-    from l2i.models.theta import Theta
-
-    torch.manual_seed(seed)
-    mc = ClassifierModelConfig(arch="conv2d", width=8, embed_dim=16)
-    clf = build_classifier(mc, features, len(class_names))
-    psi = Psi(clf.map_channels, K, PsiConfig(hidden=16, n_layers=1))
-    theta = Theta(K, len(class_names), ThetaConfig(hidden=8))
-    W = torch.rand(features.n_freq, K)
-    return Interpreter(clf, psi, theta, W, features, class_names,
-                       classifier_record=classifier_dict(clf, mc, features, class_names))
+    return random_interpreter(features, class_names, K, seed)
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import random_interpreter
 
 from l2i import features as feats
 from l2i.config import (
-    ClassifierModelConfig,
     FeaturesConfig,
     InterpretRecipe,
-    PsiConfig,
-    ThetaConfig,
 )
 from l2i.errors import ConfigError, DataError
 from l2i.explain import (
@@ -121,19 +119,7 @@ K = 6
 
 
 def _tiny_interpreter(seed: int = 0):
-    from l2i.interpreter import Interpreter
-    from l2i.models import build_classifier, classifier_dict
-    from l2i.models.psi import Psi
-    from l2i.models.theta import Theta
-
-    torch.manual_seed(seed)
-    mc = ClassifierModelConfig(arch="conv2d", width=8, embed_dim=16)
-    clf = build_classifier(mc, FEATS, len(CLASSES))
-    psi = Psi(clf.map_channels, K, PsiConfig(hidden=16, n_layers=1))
-    theta = Theta(K, len(CLASSES), ThetaConfig(hidden=8))
-    W = torch.rand(FEATS.n_freq, K)
-    return Interpreter(clf, psi, theta, W, FEATS, CLASSES,
-                       classifier_record=classifier_dict(clf, mc, FEATS, CLASSES))
+    return random_interpreter(FEATS, CLASSES, K, seed)
 
 
 @pytest.fixture(scope="module")
