@@ -191,9 +191,9 @@ def sparseness(mask: ArrayLike, eps: float = 1e-7) -> Tensor:
     reference's defect), so a batch here scores as quantus does one mask at a time. A one-bin
     mask of ``n`` bins scores ``(n - 1) / (n (1 + n eps))`` (0.978364 for 431 x 513), not
     ``(n - 1) / n``; in general the epsilon scales the plain Gini index by
-    ``1 / (1 + eps / mean(|M| / max |M|))`` (``sum_i (2 i - n - 1) = 0``). A constant non-zero mask scores 0 (quantus refuses it: "uniformly
-    distributed"). An all-zero mask has no distribution: NaN (quantus refuses it; the reference
-    skipped such batches in silence).
+    ``1 / (1 + eps / mean(|M| / max |M|))`` (``sum_i (2 i - n - 1) = 0``). A constant non-zero
+    mask scores 0 (quantus refuses it: "uniformly distributed"). An all-zero mask has no
+    distribution: NaN (quantus refuses it; the reference skipped such batches in silence).
 
     Args:
         mask: ``(N, ...)`` any trailing shape, e.g. ``(N, T, F)``.
