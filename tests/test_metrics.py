@@ -88,22 +88,89 @@ def test_fidelity_topk():
 
 
 # --------------------------------------------------------------------------- SPS / COMP
+def _gini_quantus(a: list[float]) -> float:
+    """quantus 0.5.3 ``Sparseness`` by hand: ``a = |a| / max|a| + 1e-7``, sorted, Gini."""
+    a = sorted(abs(v) / max(abs(v) for v in a) + 1e-7 for v in a)
+    n = len(a)
+    return sum((2 * i - n - 1) * v for i, v in enumerate(a, 1)) / (n * sum(a))
+
+
 def test_sparseness_one_hot_uniform_and_hand_case():
-    n = 1000
-    one_hot = torch.zeros(1, 10, 100)
-    one_hot[0, 3, 7] = 1.0
-    assert M.sparseness(one_hot)[0] == pytest.approx((n - 1) / n)
+    # one bin of 431 x 513 (the reference's mask size): a = 1e-7 everywhere, 1 + 1e-7 at the bin;
+    # sum_i (2i - n - 1) = 0, so Gini = (n - 1) / (n (1 + n 1e-7)) = 0.97836357 (quantus 0.5.3:
+    # 0.9783635652835354), NOT (n - 1) / n = 0.9999955 (no epsilon).
+    n = 431 * 513
+    one_bin = torch.zeros(1, 431, 513)
+    one_bin[0, 100, 200] = 1.0
+    assert M.sparseness(one_bin)[0] == pytest.approx((n - 1) / (n * (1 + n * 1e-7)), abs=1e-12)
+    assert M.sparseness(one_bin)[0] == pytest.approx(0.9783635652835354, abs=1e-9)
+    # a constant mask: every value 1 + 1e-7 after normalisation -> 0 (quantus refuses it)
     assert M.sparseness(torch.full((1, 10, 100), 0.3))[0] == pytest.approx(0.0, abs=1e-12)
-    # [1, 2, 3, 4]: sum_i (2i - 5) a_i = -3 - 2 + 3 + 12 = 10; / (4 * 10) = 0.25
-    assert M.sparseness(torch.tensor([[4.0, 1.0, 3.0, 2.0]]))[0] == pytest.approx(0.25)
+    # [4, 1, 3, 2] / 4 + 1e-7, sorted [0.25, 0.5, 0.75, 1] + 1e-7:
+    # sum_i (2i - 5) a_i = 2.5 (the epsilon cancels), sum a = 2.5 + 4e-7 -> 2.5 / (4 (2.5 + 4e-7))
+    hand = 2.5 / (4 * (2.5 + 4e-7))  # 0.24999996000000638 with quantus 0.5.3
+    assert M.sparseness(torch.tensor([[4.0, 1.0, 3.0, 2.0]]))[0] == pytest.approx(hand, abs=1e-15)
+
+
+def test_sparseness_normalises_each_clip_by_its_max_before_the_epsilon():
+    # the 1e-7 is added after dividing by the clip's max, so the scale of the mask does not
+    # matter: 1e-6 * arange(100) gives what arange(100) gives (quantus: 0.33666659933334675)
+    tiny = 1e-6 * torch.arange(100.0, dtype=torch.float64).reshape(1, 10, 10)
+    expected = _gini_quantus([float(v) for v in range(100)])
+    assert M.sparseness(tiny)[0] == pytest.approx(expected, abs=1e-12)
+    assert expected == pytest.approx(0.33666659933334675, abs=1e-12)
 
 
 def test_sparseness_is_per_sample_and_uses_abs():
     a = torch.tensor([[4.0, 1.0, 3.0, 2.0], [400.0, -100.0, 300.0, 200.0]])
     s = M.sparseness(a)
     assert s.shape == (2,)
-    assert s.tolist() == pytest.approx([0.25, 0.25])  # a batch-global max would not change this
+    # each clip by its own max: the two clips score the same (quantus on a batch would divide
+    # both by 400, the batch-global max, and score the first clip differently)
+    assert s.tolist() == pytest.approx([_gini_quantus([4.0, 1.0, 3.0, 2.0])] * 2, abs=1e-15)
     assert math.isnan(M.sparseness(torch.zeros(1, 5))[0])  # empty mask -> NaN, not dropped
+
+
+# Values from quantus 0.5.3 (pip install quantus==0.5.3; numpy 2.4), one mask at a time:
+#   a = mask[None, None]; kw = dict(model=None, x_batch=np.zeros_like(a), y_batch=np.zeros(1, int),
+#   a_batch=a); quantus.Sparseness(disable_warnings=True)(**kw)[0], same for quantus.Complexity.
+# Sparseness = Gini of |a| / max|a| + 1e-7; Complexity = scipy.stats.entropy(|a| / sum|a|).
+def _reference_masks() -> dict[str, np.ndarray]:
+    t, f = np.meshgrid(np.arange(20), np.arange(30), indexing="ij")
+    blob = np.exp(-((np.arange(40)[:, None] - 12) ** 2 / 20.0 + (np.arange(50)[None] - 30) ** 2
+                    / 50.0))
+    return {"mod7": ((t * f) % 7) / 6.0, "blob": blob,
+            "signed": np.array([[-1.0, 0.5, 0.0, 2.0], [0.25, -0.75, 1.5, 0.0],
+                                [0.1, 0.2, -0.3, 0.4]])}
+
+
+QUANTUS_0_5_3 = {  # name: (Sparseness, Complexity)
+    "mod7": (0.48849034173522576, 5.92267957872922),
+    "blob": (0.9006925921484115, 5.597842378048222),
+    "signed": (0.5404760051701316, 1.9736631401196436),
+}
+
+
+@pytest.mark.parametrize("name", sorted(QUANTUS_0_5_3))
+def test_sparseness_and_complexity_equal_quantus_values(name):
+    mask = torch.as_tensor(_reference_masks()[name])[None]  # (1, T, F)
+    sps, comp = QUANTUS_0_5_3[name]
+    assert M.sparseness(mask)[0] == pytest.approx(sps, abs=1e-9)
+    assert M.complexity(mask)[0] == pytest.approx(comp, abs=1e-9)
+
+
+def test_sparseness_and_complexity_equal_installed_quantus():
+    """Runs only where quantus is importable (it is not a dependency: heavy)."""
+    quantus = pytest.importorskip("quantus")
+    gen = np.random.default_rng(0)
+    masks = [gen.random((1, 1, 43, 51)) ** 4, gen.random((1, 1, 8, 9)) - 0.5,
+             *(m[None, None] for m in _reference_masks().values())]
+    for a in masks:
+        kw = dict(model=None, x_batch=np.zeros_like(a), y_batch=np.zeros(1, int), a_batch=a)
+        sps = quantus.Sparseness(disable_warnings=True)(**kw)[0]
+        comp = quantus.Complexity(disable_warnings=True)(**kw)[0]
+        assert M.sparseness(a[:, 0])[0] == pytest.approx(sps, abs=1e-6)
+        assert M.complexity(a[:, 0])[0] == pytest.approx(comp, abs=1e-6)
 
 
 def test_complexity_uniform_one_hot_hand_case():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -195,7 +196,7 @@ def test_save_load_round_trip(tmp_path):
 def test_import_numpy(tmp_path):
     W = np.random.default_rng(0).random((513, 20)).astype(np.float64)
     np.save(tmp_path / "W.npy", W)
-    W2, feats = load_dictionary(tmp_path / "W.npy", FEATS)
+    W2, feats = load_dictionary(tmp_path / "W.npy", FEATS, sample_rate=16000, n_fft=1024)
     assert feats is None and W2.dtype == torch.float32 and W2.shape == (513, 20)
     np.testing.assert_allclose(W2.numpy(), W, rtol=1e-6)
 
@@ -204,12 +205,50 @@ def test_import_speechbrain_state_dict_applies_relu(tmp_path):
     W = torch.randn(513, 100)
     torch.save({"W": W}, tmp_path / "nmf_decoder.ckpt")
     with pytest.warns(UserWarning, match="ReLU"):
-        W2, feats = load_dictionary(tmp_path / "nmf_decoder.ckpt", FEATS)
+        W2, feats = load_dictionary(tmp_path / "nmf_decoder.ckpt", FEATS, sample_rate=16000)
     assert feats is None
     torch.testing.assert_close(W2, W.clamp(min=0))
     torch.save(W.abs(), tmp_path / "raw.pt")  # a raw tensor
     W3, _ = load_dictionary(tmp_path / "raw.pt")
     torch.testing.assert_close(W3, W.abs())
+
+
+def test_numpy_dictionary_stated_at_another_sample_rate_is_refused(tmp_path):
+    # 44.1 kHz, n_fft 1024: 513 bins over 0-22 kHz, the same count as 16 kHz features (§8.4)
+    np.save(tmp_path / "W44.npy", np.random.default_rng(0).random((513, 8)).astype(np.float32))
+    with pytest.raises(L2IError) as err:
+        load_dictionary(tmp_path / "W44.npy", FEATS, sample_rate=44100, n_fft=1024)
+    msg = str(err.value)
+    assert "W44.npy" in msg and "sample_rate 44100 vs 16000" in msg and "--init_sample_rate" in msg
+    assert "22050 Hz" in msg and "8000 Hz" in msg and "train-nmf" in msg
+    assert "--features.sample_rate 44100" in msg
+    torch.save({"W": torch.rand(513, 8)}, tmp_path / "nmf_decoder.ckpt")  # SpeechBrain: same
+    with pytest.raises(L2IError, match="--nmf_sample_rate / --nmf_n_fft"):
+        load_dictionary(tmp_path / "nmf_decoder.ckpt", FEATS, sample_rate=44100, option="nmf")
+
+
+def test_numpy_dictionary_without_a_statement_warns_loudly(tmp_path):
+    np.save(tmp_path / "W.npy", np.random.default_rng(0).random((513, 8)).astype(np.float32))
+    with pytest.warns(UserWarning, match="no STFT settings; ASSUMING .*16000 Hz.*44.1 kHz"
+                                         ".*--init_sample_rate / --init_n_fft"):
+        load_dictionary(tmp_path / "W.npy", FEATS)
+    with warnings.catch_warnings():  # a matching statement: accepted in silence
+        warnings.simplefilter("error")
+        W, feats = load_dictionary(tmp_path / "W.npy", FEATS, sample_rate=16000, n_fft=1024)
+        assert W.shape == (513, 8) and feats is None
+        load_dictionary(tmp_path / "W.npy")  # no features to check against: nothing to say
+
+
+def test_stated_features_must_agree_with_the_bins_and_the_file(tmp_path):
+    np.save(tmp_path / "W.npy", np.ones((513, 4), np.float32))
+    with pytest.raises(L2IError, match="513 frequency bins but the stated n_fft 2048.*1025"):
+        load_dictionary(tmp_path / "W.npy", FEATS, sample_rate=16000, n_fft=2048)
+    path = save_dictionary(tmp_path / "nmf.pt", torch.rand(513, 4), FEATS, {})
+    with pytest.raises(L2IError, match="records its own STFT.*44100 stated vs 16000 recorded"):
+        load_dictionary(path, FEATS, sample_rate=44100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dictionary(path, FEATS, sample_rate=16000)  # agrees with the record
 
 
 def test_wrong_number_of_bins(tmp_path):

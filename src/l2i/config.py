@@ -234,6 +234,10 @@ class NMFRecipe:
     data: DataConfig = field(default_factory=DataConfig)
     nmf: NMFConfig = field(default_factory=NMFConfig)
     init: str | None = None  # import an existing dictionary (.npy (F, K) or SpeechBrain ckpt)
+    # what an imported .npy / SpeechBrain / raw dictionary was learnt with (it records nothing);
+    # checked against `features`; None = not stated (a loud warning: the features are assumed)
+    init_sample_rate: int | None = None  # Hz
+    init_n_fft: int | None = None
 
 
 @dataclass
@@ -244,6 +248,10 @@ class L2IRecipe:
     output_folder: str = "runs/l2i"
     classifier_ckpt: str = ""
     nmf: str = ""
+    # a .npy / SpeechBrain `nmf` records no STFT settings: what it was learnt with (checked
+    # against the classifier's features); None = not stated (a loud warning)
+    nmf_sample_rate: int | None = None  # Hz
+    nmf_n_fft: int | None = None
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     psi: PsiConfig = field(default_factory=PsiConfig)

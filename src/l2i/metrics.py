@@ -178,37 +178,47 @@ def _flat_abs(mask: ArrayLike) -> Tensor:
     return m.reshape(m.shape[0], -1).abs()  # (N, D)
 
 
-def sparseness(mask: ArrayLike) -> Tensor:
-    """SPS: the Gini index of ``|M|`` flattened, per clip (quantus ``Sparseness`` semantics).
+def sparseness(mask: ArrayLike, eps: float = 1e-7) -> Tensor:
+    """SPS: quantus 0.5.3 ``Sparseness`` (Gini index of ``|M|``) of each clip, per clip.
 
-    For the ``n`` values of one clip sorted ascending, ``a_(1) <= ... <= a_(n)``::
+    As quantus computes it for one mask (B=1): ``a = |M| / max |M| + eps`` flattened (``eps =
+    1e-7``, added after the max-normalisation), sorted ascending ``a_(1) <= ... <= a_(n)``::
 
         Gini = sum_i (2 i - n - 1) a_(i) / (n * sum_i a_(i)),   i = 1..n
 
-    0 for a uniform mask, ``(n - 1) / n`` (-> 1) for a one-hot mask. The index is
-    scale-invariant, so each clip is effectively normalised on its own (the reference's quantus
-    call divided by the max of the whole batch and added 1e-7, which couples clips; here no
-    epsilon is added). A clip whose mask is all zero has no distribution: NaN.
+    Equal to quantus within 1e-12 for one mask. Each clip is divided by its own max; quantus
+    called on a batch divides by the max of the whole batch, which couples the clips (the
+    reference's defect), so a batch here scores as quantus does one mask at a time. A one-bin
+    mask of ``n`` bins scores ``(n - 1) / (n (1 + n eps))`` (0.978364 for 431 x 513), not
+    ``(n - 1) / n``; in general the epsilon scales the plain Gini index by
+    ``1 / (1 + eps / mean(|M| / max |M|))`` (``sum_i (2 i - n - 1) = 0``). A constant non-zero
+    mask scores 0 (quantus refuses it: "uniformly distributed"). An all-zero mask has no
+    distribution: NaN (quantus refuses it; the reference skipped such batches in silence).
 
     Args:
         mask: ``(N, ...)`` any trailing shape, e.g. ``(N, T, F)``.
+        eps: quantus's constant; 0 gives the plain Gini index of ``|M|``.
     Returns:
-        ``(N,)`` float64 Gini indices in [0, 1) (NaN for empty masks).
+        ``(N,)`` float64 Gini indices in [0, 1) (NaN for all-zero masks).
     """
-    a = _flat_abs(mask).sort(dim=1).values  # (N, D) ascending
+    a = _flat_abs(mask)  # (N, D)
+    peak = a.max(dim=1, keepdim=True).values  # (N, 1)
+    a = (a / torch.where(peak > 0, peak, torch.ones_like(peak)) + eps).sort(dim=1).values
     n = a.shape[1]
     i = torch.arange(1, n + 1, dtype=a.dtype)  # (D,)
-    total = a.sum(dim=1)  # (N,)
-    gini = ((2 * i - n - 1) * a).sum(dim=1) / (n * total)
-    return torch.where(total > 0, gini, torch.full_like(gini, math.nan))
+    gini = ((2 * i - n - 1) * a).sum(dim=1) / (n * a.sum(dim=1))  # (N,)
+    return torch.where(peak[:, 0] > 0, gini, torch.full_like(gini, math.nan))
 
 
 def complexity(mask: ArrayLike) -> Tensor:
-    """COMP: Shannon entropy (nats) of ``|M| / sum |M|`` per clip (quantus ``Complexity``).
+    """COMP: quantus 0.5.3 ``Complexity``, Shannon entropy (nats) of ``|M| / sum |M|``, per clip.
 
-    ``COMP = -sum_i P_i ln P_i`` with ``P = |M| / sum |M|`` and ``0 ln 0 = 0``; ``ln(n)`` for a
-    uniform mask over ``n`` bins, 0 for a one-hot mask. Lower = a more concentrated
-    explanation. A clip whose mask is all zero: NaN (report how many; do not drop silently).
+    ``COMP = -sum_i P_i ln P_i`` with ``P = |M| / sum |M|`` and ``0 ln 0 = 0``
+    (``scipy.stats.entropy`` in quantus, within 1e-12 of it; quantus's max-normalisation does
+    not change ``P``, so no epsilon enters). ``ln(n)`` for a constant non-zero mask over ``n``
+    bins (quantus refuses constant masks), 0 for a one-bin mask. Lower = a more concentrated
+    explanation. A clip whose mask is all zero: NaN (quantus refuses it; report how many, do
+    not drop silently).
 
     Args:
         mask: ``(N, ...)``.

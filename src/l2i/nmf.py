@@ -582,14 +582,23 @@ def save_dictionary(path: str | os.PathLike, W: Tensor, features: FeaturesConfig
     return path
 
 
-def load_dictionary(path: str | os.PathLike, features: FeaturesConfig | dict | None = None
-                    ) -> tuple[Tensor, dict | None]:
+def load_dictionary(path: str | os.PathLike, features: FeaturesConfig | dict | None = None, *,
+                    sample_rate: int | None = None, n_fft: int | None = None,
+                    option: str = "init") -> tuple[Tensor, dict | None]:
     """Load a dictionary: ``(W (F, K) float32 >= 0, features dict or None)``.
 
     Accepts our ``nmf.pt``, a NumPy ``.npy`` of shape ``(freq, K)``, a SpeechBrain
     ``NMFDecoderAudio`` state dict (``{"W": (513, 100)}``, ReLU applied as the decoder does) or a
     raw tensor saved with ``torch.save``. With ``features``, a dictionary learnt with other STFT
     settings, or with another number of frequency bins, raises L2IError.
+
+    Only ``nmf.pt`` records its STFT settings. For the other formats ``sample_rate`` (Hz) and
+    ``n_fft`` state what the dictionary was learnt with (the user's word, recipe keys
+    ``{option}_sample_rate`` / ``{option}_n_fft``, named in the messages); with ``features`` a
+    stated mismatch raises L2IError, and no statement gives a loud warning: the same bin count
+    at another sample rate (a 44.1 kHz dictionary, 513 bins over 0-22 kHz, for 16 kHz features)
+    cannot be detected from the array (L2I_SPEC §8.4). A statement that contradicts an nmf.pt's
+    own record raises too.
     """
     path = Path(path)
     if not path.is_file():
@@ -626,6 +635,7 @@ def load_dictionary(path: str | os.PathLike, features: FeaturesConfig | dict | N
         W = W.clamp(min=0)
     if features is not None:
         _check_compatible(path, W, found, features)
+        check_stated_features(path, W, found, features, sample_rate, n_fft, option)
     return W.contiguous(), found
 
 
@@ -637,6 +647,12 @@ def _dictionary_from_object(obj: Any, path: Path) -> tuple[Tensor, dict | None, 
             if obj.get("version", 0) > VERSION:
                 raise L2IError(f"NMF dictionary {path} has format version {obj['version']}, newer "
                                f"than this l2i ({VERSION}): upgrade l2i")
+            if (obj.get("stats") or {}).get("features_source") == "assumed":
+                warnings.warn(f"NMF dictionary {path} was imported from a file without STFT "
+                              "settings, which were ASSUMED (not stated) to be its features "
+                              f"{obj.get('features')}: if it was learnt at another sample rate "
+                              "its atoms are at the wrong frequencies; import it again with "
+                              "--init_sample_rate and --init_n_fft", stacklevel=3)
             return torch.as_tensor(obj["W"]), dict(obj.get("features") or {}) or None, "l2i nmf.pt"
         if isinstance(obj.get("W"), Tensor):
             return obj["W"], None, "SpeechBrain state dict"
@@ -672,3 +688,70 @@ def _check_compatible(path: Path, W: Tensor, found: dict | None,
             f"{want.n_fft} gives {want.n_freq}{hint}: retrain the dictionary with "
             f"`l2i train-nmf RECIPE --features.n_fft {want.n_fft} --features.sample_rate "
             f"{want.sample_rate}` or set features.n_fft to {2 * (W.shape[0] - 1)}")
+
+
+def dictionary_features_source(found: dict | None, sample_rate: int | None = None,
+                               n_fft: int | None = None) -> str:
+    """How a dictionary's STFT settings are known: ``"file"`` (an nmf.pt records them),
+    ``"stated"`` (the user's ``sample_rate`` / ``n_fft``) or ``"assumed"`` (neither)."""
+    if found is not None:
+        return "file"
+    return "assumed" if sample_rate is None and n_fft is None else "stated"
+
+
+def check_stated_features(path: str | os.PathLike, W: Tensor, found: dict | None,
+                          features: FeaturesConfig | dict, sample_rate: int | None = None,
+                          n_fft: int | None = None, option: str = "init") -> str:
+    """Check the user's statement of a dictionary's STFT settings against the features in use.
+
+    Args:
+        path: the dictionary file (for messages).
+        W: ``(F, K)`` the dictionary.
+        found: the settings the file records (``nmf.pt``) or None (``.npy``, SpeechBrain, raw).
+        features: the STFT settings in use.
+        sample_rate, n_fft: the statement (None = not stated); ``option`` the recipe-key prefix.
+    Returns:
+        where the dictionary's features come from: ``"file"``, ``"stated"`` or ``"assumed"``
+        (no statement: a loud warning).
+    Raises:
+        L2IError: a stated value differs from the features in use, from the file's record, or
+        (``n_fft``) from W's number of bins.
+    """
+    feats = asdict(features) if is_dataclass(features) else dict(features)
+    want = {"sample_rate": int(feats["sample_rate"]), "n_fft": int(feats["n_fft"])}
+    stated = {k: int(v) for k, v in (("sample_rate", sample_rate), ("n_fft", n_fft))
+              if v is not None}
+    keys = f"--{option}_sample_rate / --{option}_n_fft"
+    if found is not None:
+        clash = [f"{k}: {v} stated vs {found.get(k)} recorded" for k, v in stated.items()
+                 if found.get(k) is not None and int(found[k]) != v]
+        if clash:
+            raise L2IError(f"NMF dictionary {path} records its own STFT settings, which differ "
+                           f"from the ones stated with {keys} ({'; '.join(clash)}): drop the "
+                           "statement (an nmf.pt describes itself) or give the right file")
+        return dictionary_features_source(found)
+    if "n_fft" in stated and stated["n_fft"] // 2 + 1 != W.shape[0]:
+        raise L2IError(f"NMF dictionary {path} has {W.shape[0]} frequency bins but the stated "
+                       f"n_fft {stated['n_fft']} ({keys}) gives {stated['n_fft'] // 2 + 1}: "
+                       f"state the n_fft it was learnt with ({2 * (W.shape[0] - 1)} for "
+                       f"{W.shape[0]} bins)")
+    if not stated:
+        warnings.warn(
+            f"WARNING: NMF dictionary {path} carries no STFT settings; ASSUMING it was learnt with "
+            f"the features in use (sample_rate {want['sample_rate']} Hz, n_fft {want['n_fft']}: "
+            f"{W.shape[0]} bins over 0-{want['sample_rate'] / 2:g} Hz). A dictionary learnt at "
+            "another sample rate has the same bin count for the same n_fft (SpeechBrain's "
+            "PIQ-ESC50 nmf_decoder.ckpt was learnt at 44.1 kHz) and would be used at the wrong "
+            f"frequencies (L2I_SPEC 8.4). State its features with {keys}.", stacklevel=3)
+    diffs = [f"{k} {v} vs {want[k]}" for k, v in stated.items() if v != want[k]]
+    if diffs:
+        sr = stated.get("sample_rate", want["sample_rate"])
+        nf = stated.get("n_fft", want["n_fft"])
+        raise L2IError(
+            f"NMF dictionary {path} was learnt with other STFT settings than the ones in use "
+            f"(stated with {keys} vs features: {'; '.join(diffs)}): its {W.shape[0]} bins span "
+            f"0-{sr / 2:g} Hz, not 0-{want['sample_rate'] / 2:g} Hz. Learn a dictionary on "
+            "these features (`l2i train-nmf RECIPE` without --init), or use the dictionary's "
+            f"features throughout (--features.sample_rate {sr} --features.n_fft {nf}, and a "
+            "classifier trained with them)")
+    return dictionary_features_source(None, sample_rate, n_fft)

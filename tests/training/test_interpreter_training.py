@@ -266,10 +266,17 @@ def test_mismatched_or_missing_inputs_fail_fast(artefacts, tiny_dataset, tiny_fe
     fails("different STFT settings.*sample_rate", nmf=str(root / "nmf16k.pt"))
     np.save(root / "w.npy", np.random.rand(100, K).astype(np.float32))
     fails("100 frequency bins", nmf=str(root / "w.npy"))
+    # a .npy with the classifier's bin count, stated to be learnt at 44.1 kHz (L2I_SPEC 8.4)
+    np.save(root / "w44.npy", np.random.rand(tiny_features.n_freq, K).astype(np.float32))
+    fails("w44.npy was learnt with other STFT.*--nmf_sample_rate.*sample_rate 44100 vs 8000",
+          nmf=str(root / "w44.npy"), nmf_sample_rate=44100)
     model_cfg = ClassifierModelConfig(arch="conv2d", width=2, embed_dim=8)
     save_classifier(root / "c5.ckpt", build_classifier(model_cfg, tiny_features, 5), model_cfg,
                     tiny_features, list("abcde"))
     fails("8 classes .* trained on 5", classifier_ckpt=str(root / "c5.ckpt"))
+    with pytest.warns(UserWarning, match="ASSUMING"):  # no statement: said loudly
+        fails("8 classes .* trained on 5", nmf=str(root / "w44.npy"),
+              classifier_ckpt=str(root / "c5.ckpt"))
     fails("noise folder", noise_folder=str(root / "no_noise"))
 
 

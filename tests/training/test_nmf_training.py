@@ -53,13 +53,34 @@ def test_refuses_to_overwrite_a_dictionary(recipe):
 def test_import_existing_dictionary(recipe, tiny_features, tmp_path):
     W = np.random.default_rng(0).random((tiny_features.n_freq, 6)).astype(np.float32)
     np.save(tmp_path / "W.npy", W)
-    path = train_nmf(replace(recipe, init=str(tmp_path / "W.npy")))
+    path = train_nmf(replace(recipe, init=str(tmp_path / "W.npy"), init_sample_rate=8000,
+                             init_n_fft=256))
     W2, feats = load_dictionary(path, tiny_features)
     np.testing.assert_allclose(W2.numpy(), W)
     assert feats == asdict(tiny_features)
     stats = json.loads(open(path.rsplit("/", 1)[0] + "/nmf.json").read())
     assert stats["n_components"] == 6 and stats["history"] == []
+    assert stats["features_source"] == "stated"
     assert 0 < stats["rel_error_train"] < 1 and 0 < stats["rel_error_valid"] < 1
+
+
+def test_import_stated_at_another_sample_rate_is_refused(recipe, tiny_features, tmp_path):
+    # same bin count (n_fft 256: 129 bins), but learnt at 44.1 kHz: 0-22 kHz, not 0-4 kHz
+    np.save(tmp_path / "W.npy", np.ones((tiny_features.n_freq, 6), np.float32))
+    bad = replace(recipe, init=str(tmp_path / "W.npy"), init_sample_rate=44100, init_n_fft=256)
+    with pytest.raises(L2IError, match="W.npy was learnt with other STFT.*sample_rate 44100 "
+                                       "vs 8000"):
+        train_nmf(bad)
+    assert not (tmp_path / "nmf").exists()  # refused before any output or audio decoding
+
+
+def test_import_without_a_statement_warns_and_records_it(recipe, tiny_features, tmp_path):
+    np.save(tmp_path / "W.npy", np.ones((tiny_features.n_freq, 6), np.float32))
+    with pytest.warns(UserWarning, match="ASSUMING"):
+        path = train_nmf(replace(recipe, init=str(tmp_path / "W.npy")))
+    assert torch.load(path, weights_only=True)["stats"]["features_source"] == "assumed"
+    with pytest.warns(UserWarning, match="ASSUMED .*--init_sample_rate"):  # said again on use
+        load_dictionary(path, tiny_features)
 
 
 def test_import_with_wrong_bins_is_refused(recipe, tmp_path):

@@ -424,7 +424,7 @@ def check_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, dict, Any]:
     """
     from l2i.data import load_dataset
     from l2i.models import load_classifier
-    from l2i.nmf import load_dictionary
+    from l2i.nmf import check_stated_features, load_dictionary
 
     if not cfg.classifier_ckpt:
         raise ConfigError("classifier_ckpt is empty: pass --classifier_ckpt PATH/classifier.ckpt "
@@ -462,6 +462,8 @@ def check_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, dict, Any]:
         raise L2IError(f"NMF dictionary {cfg.nmf} has {W.shape[0]} frequency bins but the "
                        f"classifier's STFT (n_fft {info.features.n_fft}) has "
                        f"{info.features.n_freq}: learn the dictionary with the same n_fft")
+    check_stated_features(cfg.nmf, W, nmf_features, info.features, cfg.nmf_sample_rate,
+                          cfg.nmf_n_fft, option="nmf")
     index = load_dataset(cfg.data_folder, cfg.data)
     if index.n_classes != info.n_classes:
         raise L2IError(f"dataset {cfg.data_folder} has {index.n_classes} classes but classifier "

@@ -28,7 +28,14 @@ from l2i.config import FeaturesConfig, NMFRecipe, save_config
 from l2i.errors import L2IError
 from l2i.features import log1p_magnitude, n_frames, stft
 from l2i.fileio import atomic_path, write_text
-from l2i.nmf import NMFResult, fit_nmf, load_dictionary, relative_error, save_dictionary
+from l2i.nmf import (
+    NMFResult,
+    dictionary_features_source,
+    fit_nmf,
+    load_dictionary,
+    relative_error,
+    save_dictionary,
+)
 
 TRANSFORM_ITER = 30  # HALS sweeps when fitting H with W fixed (valid frames, imported W)
 
@@ -97,6 +104,7 @@ def train_nmf(cfg: NMFRecipe) -> str:
         raise L2IError("train-nmf needs --data_folder (the dataset whose training frames the "
                        "dictionary is learnt on)")
     device = torch_device(cfg.nmf.device)
+    imported = _import_dictionary(cfg) if cfg.init else None  # fails before any audio is read
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     t0 = time.perf_counter()
@@ -116,9 +124,9 @@ def train_nmf(cfg: NMFRecipe) -> str:
         valid_frames = spectrogram_frames(valid.wavs, cfg.features, device)  # (N_v, F)
 
     lam = cfg.nmf.sparsity
-    if cfg.init:
-        W, _ = load_dictionary(cfg.init, cfg.features)
-        print(f"imported dictionary {cfg.init}: {W.shape[1]} atoms x {W.shape[0]} bins")
+    features_source = "learnt"
+    if imported is not None:
+        W, features_source = imported
         rel, obj = relative_error(frames, W, lam, TRANSFORM_ITER, device, objective=True)
         result = NMFResult(W=W, history=[], rel_error=rel, n_iter=0)
         final_objective = obj
@@ -138,7 +146,8 @@ def train_nmf(cfg: NMFRecipe) -> str:
         "n_frames": int(len(frames)),
         "n_frames_valid": int(len(valid_frames)) if valid_frames is not None else 0,
         "n_iter": int(result.n_iter), "seconds": round(seconds, 3), "sparsity": float(lam),
-        "solver": cfg.nmf.solver, "init": cfg.init, "data_folder": str(cfg.data_folder),
+        "solver": cfg.nmf.solver, "init": cfg.init, "features_source": features_source,
+        "data_folder": str(cfg.data_folder),
         "train_folds": list(cfg.data.train_folds), "valid_folds": list(cfg.data.valid_folds),
     }
     atoms_figure(out / "atoms.png", result.W, cfg.features, result.history)
@@ -148,6 +157,17 @@ def train_nmf(cfg: NMFRecipe) -> str:
     print(f"wrote {target}: K={stats['n_components']}, relative error train "
           f"{result.rel_error:.4f}{valid_txt} ({seconds:.1f} s)")
     return str(target)
+
+
+def _import_dictionary(cfg: NMFRecipe) -> tuple[torch.Tensor, str]:
+    """``(W (F, K), features source)`` of ``cfg.init``, checked against ``cfg.features`` and the
+    statement ``init_sample_rate`` / ``init_n_fft`` (see :func:`l2i.nmf.load_dictionary`)."""
+    W, found = load_dictionary(cfg.init, cfg.features, sample_rate=cfg.init_sample_rate,
+                               n_fft=cfg.init_n_fft)
+    source = dictionary_features_source(found, cfg.init_sample_rate, cfg.init_n_fft)
+    print(f"imported dictionary {cfg.init}: {W.shape[1]} atoms x {W.shape[0]} bins, STFT "
+          f"settings {source}")
+    return W, source
 
 
 def spectral_centroids(W: torch.Tensor, features: FeaturesConfig) -> np.ndarray:
