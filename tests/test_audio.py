@@ -180,6 +180,11 @@ def test_as_clips_scales_integer_pcm():
     np.testing.assert_allclose(as_clips(pcm16)[0], [-1.0, 0.0, 0.5, 32767 / 32768])
     pcm32 = (pcm16.astype(np.int32) << 16)
     np.testing.assert_allclose(as_clips(pcm32)[0], as_clips(pcm16)[0])
+    import torch
+
+    np.testing.assert_allclose(as_clips(torch.from_numpy(pcm16))[0], as_clips(pcm16)[0])
+    half = torch.tensor([0.5, -0.25], dtype=torch.bfloat16)
+    np.testing.assert_allclose(as_clips(half)[0], [0.5, -0.25])
     np.testing.assert_allclose(as_clips(np.array([0, 128, 255], np.uint8))[0],
                                [-1.0, 0.0, 127 / 128])
     with pytest.raises(DataError, match="int64"):

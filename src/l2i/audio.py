@@ -100,8 +100,9 @@ def as_clips(x, batch: bool = False, what: str = "waveform",
                             f"lengths {[c.shape[0] for c in clips]}: explain clips of "
                             "different lengths one at a time")
         return np.stack(clips)  # (B, S)
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
+    if hasattr(x, "detach"):  # torch: float16/bfloat16 via float32 (numpy has no bfloat16)
+        x = x.detach().cpu()
+        x = (x.float() if x.is_floating_point() else x).numpy()
     x = to_float32(np.asarray(x), what)
     if batch:
         if x.ndim not in (2, 3):
