@@ -8,13 +8,16 @@ recipes/esc50/classifier_conv2d.yaml), psi/theta from ``--l2i_recipe`` (default
 recipes/esc50/l2i_conv2d.yaml), the config defaults where a recipe is missing; K=100 components,
 10 classes (ESC-10). Prints one JSON object: median / min / p90 milliseconds for a
 clip at the model's sample rate and for a 44.1 kHz clip (which adds resampling).
-Target (issue 6): < 100 ms for a 5 s clip on a 2-core CPU.
+Target (issue 6): < 100 ms for a 5 s clip on a 2-core CPU. ``--threads N`` sets torch's CPU
+threads (as ``l2i ... --threads N`` does); ``load_avg_1min`` in the output says how loaded the
+machine was (docs/cli.md compares 1 and 2 threads on a loaded machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -128,6 +131,7 @@ def main() -> None:
         "classifier": type(interp.classifier).__name__,
         "clip_s": args.seconds, "sample_rate": sr, "repeats": args.repeats,
         "device": args.device, "torch_threads": torch.get_num_threads(),
+        "cpu_cores": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2),
         "cpu": platform.processor() or platform.machine(),
         "n_components": int(interp.n_components), "n_classes": int(interp.n_classes),
         "classifier_params": int(sum(p.numel() for p in interp.classifier.parameters())),

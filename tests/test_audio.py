@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from l2i.audio import fit_length, load_audio, peak_normalize, read_audio, resample, write_wav
+from l2i.audio import (
+    MAX_CHANNELS,
+    as_clips,
+    fit_length,
+    load_audio,
+    peak_normalize,
+    read_audio,
+    resample,
+    write_wav,
+)
 from l2i.errors import DataError
 
 
@@ -146,3 +155,69 @@ def test_write_wav_accepts_torch(tmp_path):
     import torch
     write_wav(tmp_path / "t.wav", torch.full((10,), 0.25), 8000)
     np.testing.assert_allclose(sf.read(tmp_path / "t.wav")[0], 0.25, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- as_clips (one rule)
+def test_as_clips_layouts_are_one_clip_mixed_to_mono():
+    import torch
+
+    left, right = _tone(440, 8000, 0.5), _tone(660, 8000, 0.5)
+    mono = (left + right) / 2
+    for x in (np.stack([left, right], 1),            # soundfile (S, channels)
+              np.stack([left, right], 0),            # torchaudio (channels, S)
+              torch.from_numpy(np.stack([left, right], 0))):
+        out = as_clips(x)
+        assert out.shape == (1, left.size) and out.dtype == np.float32
+        np.testing.assert_allclose(out[0], mono, atol=1e-7)
+    for x in (left, left[None], left[:, None], left.astype(np.float64)):
+        np.testing.assert_allclose(as_clips(x)[0], left, atol=1e-7)
+    eight = np.tile(left[:, None], (1, MAX_CHANNELS))  # (S, 8): still channels
+    np.testing.assert_allclose(as_clips(eight)[0], left, atol=1e-7)
+
+
+def test_as_clips_scales_integer_pcm():
+    pcm16 = np.array([-32768, 0, 16384, 32767], np.int16)
+    np.testing.assert_allclose(as_clips(pcm16)[0], [-1.0, 0.0, 0.5, 32767 / 32768])
+    pcm32 = (pcm16.astype(np.int32) << 16)
+    np.testing.assert_allclose(as_clips(pcm32)[0], as_clips(pcm16)[0])
+    import torch
+
+    np.testing.assert_allclose(as_clips(torch.from_numpy(pcm16))[0], as_clips(pcm16)[0])
+    half = torch.tensor([0.5, -0.25], dtype=torch.bfloat16)
+    np.testing.assert_allclose(as_clips(half)[0], [0.5, -0.25])
+    np.testing.assert_allclose(as_clips(np.array([0, 128, 255], np.uint8))[0],
+                               [-1.0, 0.0, 127 / 128])
+    with pytest.raises(DataError, match="int64"):
+        as_clips(np.arange(10))
+
+
+def test_as_clips_batches_only_when_asked():
+    a, b = _tone(440, 8000, 0.25), _tone(880, 8000, 0.25)
+    batch = np.stack([a, b])  # (2, S)
+    assert as_clips(batch, batch=True).shape == (2, a.size)
+    assert as_clips([a, b], batch=True).shape == (2, a.size)
+    stereo_batch = np.stack([np.stack([a, a], 1), np.stack([b, b], 1)])  # (B, S, 2)
+    np.testing.assert_allclose(as_clips(stereo_batch, batch=True), batch, atol=1e-7)
+    # without batch=True, (2, S) is ONE stereo clip (torchaudio layout), never 2 clips
+    assert as_clips(batch).shape == (1, a.size)
+    with pytest.raises(DataError, match=r"ambiguous"):
+        as_clips(np.zeros((100, 200), np.float32))  # a batch of 100? channels? refused
+    with pytest.raises(DataError, match=r"\(4, 4\) is ambiguous"):
+        as_clips(np.zeros((4, 4), np.float32))
+    with pytest.raises(DataError, match=r"\(2, 3, 100\)"):
+        as_clips(np.zeros((2, 3, 100), np.float32))
+    with pytest.raises(DataError, match="one length"):
+        as_clips([a, b[:100]], batch=True)
+    with pytest.raises(DataError, match="batch=True expects"):
+        as_clips(a, batch=True)
+    with pytest.raises(DataError, match="no samples"):
+        as_clips(np.zeros(0, np.float32))
+    with pytest.raises(DataError, match="NaN"):
+        as_clips(np.array([0.0, np.inf], np.float32))
+
+
+def test_peak_normalize_is_per_clip():
+    x = np.stack([_tone(440, 8000, 0.1, amp=0.01), _tone(440, 8000, 0.1, amp=0.5)])
+    out = peak_normalize(x)
+    np.testing.assert_allclose(np.abs(out).max(axis=1), [1.0, 1.0], atol=1e-5)
+    np.testing.assert_allclose(out[0], peak_normalize(x[0]))

@@ -117,3 +117,22 @@ def test_resume_device_and_noise_folder_short_forms(tmp_path):
     ev = cli.parse_command(cli.COMMANDS["evaluate"], ["m.ckpt", "--noise_folder", "P",
                                                       "--device", "cpu"])
     assert ev.noise_folder == "P" and ev.device == "cpu"
+
+
+def test_threads_is_a_global_option_of_every_command(tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert cli.main(["synth", str(tmp_path / "s"), "--n_per_class", "1", "--n_classes", "2",
+                     "--duration_s", "0.5", "--sample_rate", "8000", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+        for bad in ("abc", "0", "-2"):
+            assert cli.main(["synth", str(tmp_path / "t"), "--threads", bad]) == 2
+            err = capsys.readouterr().err
+            assert "--threads must be a whole number" in err and repr(bad) in err
+            assert "Traceback" not in err
+    finally:
+        torch.set_num_threads(before)
+    cli.main(["--help"])
+    assert "--threads N" in capsys.readouterr().out

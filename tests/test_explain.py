@@ -12,13 +12,15 @@ import torch
 from conftest import random_interpreter
 
 from l2i import features as feats
+from l2i.audio import peak_normalize
 from l2i.config import (
     FeaturesConfig,
     InterpretRecipe,
 )
-from l2i.errors import ConfigError, DataError
+from l2i.errors import ConfigError, DataError, L2IError
 from l2i.explain import (
     Explainer,
+    audio_files,
     explanation_magnitude,
     interpret_files,
     ratio_mask,
@@ -140,7 +142,8 @@ def _tone(sr: float, seconds: float, hz: float = 440.0, seed: int = 0) -> np.nda
 def test_explainer_single_clip_consistent_with_pure_functions(tiny_ckpt):
     ex = Explainer.load(tiny_ckpt)
     assert ex.relevance_th == pytest.approx(0.2) and ex.sample_rate == 8000
-    x = _tone(8000, 1.5)
+    assert ex.normalize == "peak"  # nothing recorded: the recipes' default
+    x = peak_normalize(_tone(8000, 1.5))  # as explain normalises it
     e = ex.explain(x, 8000)
     T = feats.n_frames(len(x), FEATS)
     assert e.audio.shape == x.shape and e.sample_rate == 8000
@@ -167,7 +170,7 @@ def test_explainer_single_clip_consistent_with_pure_functions(tiny_ckpt):
 
 
 def test_explainer_all_or_no_components(tiny_ckpt):
-    x = _tone(8000, 1.0)
+    x = peak_normalize(_tone(8000, 1.0))
     everything = Explainer.load(tiny_ckpt, relevance_th=-2.0).explain(x, 8000)
     assert len(everything.selected) == K
     # every component selected: M = W H / (W H + eps) ~ 1, the explanation is the input
@@ -181,14 +184,14 @@ def test_explainer_all_or_no_components(tiny_ckpt):
 def test_explainer_batch_targets_resampling_and_lengths(tiny_ckpt):
     ex = Explainer.load(tiny_ckpt)
     batch = np.stack([_tone(22050, 2.0, 300, 1), _tone(22050, 2.0, 1200, 2)])
-    out = ex.explain(torch.from_numpy(batch), 22050, target="rain")
+    out = ex.explain(torch.from_numpy(batch), 22050, target="rain", batch=True)
     assert isinstance(out, list) and len(out) == 2
     assert all(e.target == 1 and e.target_name == "rain" for e in out)
     assert out[0].audio.shape == (16000,)  # resampled to 8 kHz
     assert ex.explain(batch[0], 22050, target=2).target == 2
-    assert [e.target for e in ex.explain(batch, 22050, target=["siren", 0])] == [2, 0]
+    assert [e.target for e in ex.explain(batch, 22050, target=["siren", 0], batch=True)] == [2, 0]
     with pytest.raises(ConfigError, match="2 clips"):
-        ex.explain(batch, 22050, target=[1])
+        ex.explain(batch, 22050, target=[1], batch=True)
     assert ex.explain(batch[0], 22050, target="0").target == 0
     short = ex.explain(_tone(8000, 0.05), 8000)  # padded for the classifier, cropped back
     assert short.audio.shape == (400,) and short.mask.shape[0] == feats.n_frames(400, FEATS)
@@ -251,3 +254,133 @@ def test_load_on_missing_cuda_is_a_clear_error(tiny_ckpt):
         Explainer.load(tiny_ckpt, device="cuda")
     with pytest.raises(ConfigError, match="not a valid torch device"):
         Explainer.load(tiny_ckpt, device="gpu0")
+
+
+# --------------------------------------------------------------------------- input shapes (API)
+def _stereo_file(path, sr: int = 44100, seconds: float = 1.3, amp: float = 1.0):
+    x = amp * np.stack([_tone(sr, seconds, 500), _tone(sr, seconds, 900, seed=1)], axis=1)
+    sf.write(path, x, sr, subtype="PCM_16")  # (N, 2)
+    return path
+
+
+def test_explain_soundfile_stereo_is_one_clip_not_n_clips(tiny_ckpt, tmp_path):
+    ex = Explainer.load(tiny_ckpt)
+    path = _stereo_file(tmp_path / "stereo.wav")
+    wav, sr = sf.read(path)  # (N, 2) float64, what docs/method.md tells users to do
+    assert wav.shape[1] == 2
+    e = ex.explain(wav, sr)
+    assert not isinstance(e, list) and e.audio.shape == (int(round(wav.shape[0] * 8000 / sr)),)
+    mono = ex.explain(wav.astype(np.float32).mean(axis=1), sr)  # the documented downmix
+    np.testing.assert_allclose(e.mask, mono.mask, atol=1e-6)
+    np.testing.assert_allclose(e.relevance, mono.relevance, atol=1e-6)
+    # torchaudio's (channels, S) and int16 PCM (scaled by 1/32768) are the same clip
+    chan_first = ex.explain(torch.from_numpy(wav.T.copy()), sr)
+    np.testing.assert_allclose(chan_first.mask, e.mask, atol=1e-6)
+    pcm, _ = sf.read(path, dtype="int16")
+    np.testing.assert_allclose(ex.explain(pcm, sr).mask, e.mask, atol=1e-5)
+    pcm32, _ = sf.read(path, dtype="int32")
+    np.testing.assert_allclose(ex.explain(pcm32, sr).mask, e.mask, atol=1e-5)
+
+
+def test_explain_refuses_ambiguous_shapes_naming_them(tiny_ckpt):
+    ex = Explainer.load(tiny_ckpt)
+    with pytest.raises(L2IError, match=r"\(9, 800\) is ambiguous"):
+        ex.explain(np.zeros((9, 800), np.float32), 8000)  # 9 clips? pass batch=True
+    with pytest.raises(L2IError, match=r"\(3, 3\) is ambiguous"):
+        ex.explain(np.zeros((3, 3), np.float32), 8000)
+    assert len(ex.explain(np.zeros((9, 800), np.float32), 8000, batch=True)) == 9
+
+
+def test_explain_size_guard_refuses_before_allocating(tiny_ckpt):
+    import tracemalloc
+
+    ex = Explainer.load(tiny_ckpt, max_memory_mb=64)
+    # the reported case: 4 s of 48 kHz stereo taken as 192000 clips of 2 samples (each padded
+    # to 1 s) would need tens of GB; refused up front
+    wav = np.zeros((4 * 48000, 2), np.float32)
+    tracemalloc.start()
+    try:
+        with pytest.raises(L2IError, match=r"192000 clip\(s\).*max_memory_mb=64"):
+            ex.explain(wav, 48000, batch=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20  # a copy of the input at most, never the padded batch
+    long = np.zeros(8000 * 600, np.float32)  # 10 min at 8 kHz
+    assert ex.memory_estimate_mb(1, long.size, 8000) > 64
+    with pytest.raises(L2IError, match="max_memory_mb"):
+        ex.explain(long, 8000)
+    ex.max_memory_mb = None  # no limit
+    assert ex.explain(long[:16000], 8000).audio.shape == (16000,)
+
+
+# --------------------------------------------------------------------------- normalisation
+def test_quiet_clip_is_explained_like_the_loud_one(tiny_ckpt):
+    ex = Explainer.load(tiny_ckpt)
+    x = _tone(8000, 1.5, 700)
+    loud, quiet = ex.explain(x, 8000), ex.explain(x / 100, 8000)
+    assert quiet.predicted == loud.predicted
+    np.testing.assert_allclose(quiet.relevance, loud.relevance, atol=1e-4)
+    np.testing.assert_allclose(quiet.mask, loud.mask, atol=1e-4)
+
+
+def test_normalisation_comes_from_the_checkpoint(tmp_path):
+    from l2i.explain import checkpoint_normalize
+
+    interp = _tiny_interpreter()
+    assert checkpoint_normalize(interp) == "peak"  # nothing recorded: DataConfig's default
+    interp.recipe = {"data": {"normalize": "none"}}  # an older checkpoint: its L2I recipe
+    assert checkpoint_normalize(interp) == "none"
+    interp.classifier_record = {**interp.classifier_record, "normalize": "peak"}
+    assert checkpoint_normalize(interp) == "peak"  # the classifier's own record wins
+    interp.classifier_record["normalize"] = "none"
+    ex = Explainer(interp)
+    x = _tone(8000, 1.0)
+    everything = Explainer(interp, relevance_th=-2.0).explain(x / 10, 8000)
+    assert ex.normalize == "none" and np.abs(everything.audio - x / 10).max() < 1e-3
+    with pytest.raises(ConfigError, match="normalize"):
+        Explainer(interp, normalize="rms")
+
+
+def test_cli_and_api_give_the_same_explanation(tiny_ckpt, tmp_path, monkeypatch):
+    import l2i.explain as explain_mod
+    from l2i.cli import main
+
+    path = _stereo_file(tmp_path / "quiet.wav", amp=0.01)  # quiet: normalisation matters
+    seen = []
+    real = explain_mod.write_explanation
+    monkeypatch.setattr(explain_mod, "write_explanation",
+                        lambda expl, *a, **k: seen.append(expl) or real(expl, *a, **k))
+    assert main(["interpret", str(tiny_ckpt), str(path), "--output_folder",
+                 str(tmp_path / "out"), "--device", "cpu"]) == 0
+    (cli,) = seen
+    wav, sr = sf.read(path)
+    api = Explainer.load(tiny_ckpt).explain(wav, sr)
+    assert api.predicted == cli.predicted and api.selected == cli.selected
+    np.testing.assert_allclose(api.relevance, cli.relevance, atol=1e-6)
+    np.testing.assert_allclose(api.mask, cli.mask, atol=1e-6)
+    np.testing.assert_allclose(api.audio, cli.audio, atol=1e-6)
+    info = json.loads((tmp_path / "out" / "quiet.json").read_text())
+    np.testing.assert_allclose(info["relevance"], api.relevance, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- l2i interpret FOLDER
+def test_interpret_folder_explains_the_audio_files_inside(tiny_ckpt, tmp_path):
+    src = tmp_path / "clips"
+    (src / "sub").mkdir(parents=True)
+    sf.write(src / "a.wav", _tone(8000, 1.0, 300), 8000)
+    sf.write(src / "sub" / "b.flac", _tone(16000, 1.2, 900), 16000)
+    (src / "notes.txt").write_text("not audio")
+    sf.write(src / ".hidden.wav", _tone(8000, 0.5), 8000)
+    out = src / "explanations"  # inside the input folder: never explained itself
+    cfg = InterpretRecipe(ckpt=str(tiny_ckpt), files=[str(src)], output_folder=str(out),
+                          device="cpu")
+    msg = interpret_files(cfg)
+    assert sorted(p.name for p in out.glob("*.json")) == ["a.json", "b.json"]
+    assert len(msg.splitlines()) == 2
+    # a second run would not pick up the first run's explanation wavs
+    assert audio_files([src], skip=out) == [src / "a.wav", src / "sub" / "b.flac"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no audio file"):
+        interpret_files(InterpretRecipe(ckpt=str(tiny_ckpt), files=[str(tmp_path / "empty")],
+                                        output_folder=str(tmp_path / "o2")))

@@ -44,7 +44,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("train", C.L2IRecipe, "l2i.training.interpreter:train_interpreter",
             "train the L2I interpreter (psi + theta) on a frozen classifier", takes_recipe=True),
     Command("interpret", C.InterpretRecipe, "l2i.explain:interpret_files",
-            "explain audio files: explanation wav, figure and json per file",
+            "explain audio files (or every audio file in a folder): wav, figure, json each",
             positionals=("ckpt", "files"), varargs=True),
     Command("evaluate", C.EvaluateRecipe, "l2i.evaluation:evaluate",
             "faithfulness metrics (AI AD AG FF Fid-In SPS COMP, fidelity) on a test set",
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         print(command_help(cmd))
         return 0
     try:
-        cfg = parse_command(cmd, rest)
+        cfg = parse_command(cmd, set_threads(rest))
         module, func = cmd.target.split(":")
         result = getattr(importlib.import_module(module), func)(cfg)
     except L2IError as err:
@@ -127,6 +127,34 @@ def parse_command(cmd: Command, argv: list[str]) -> Any:
         overrides[field_name] = (positionals[k:] if (cmd.varargs and is_last)
                                  else positionals[k])
     return C.load_config(cmd.recipe, recipe_path, overrides)
+
+
+def set_threads(argv: list[str]) -> list[str]:
+    """Apply and remove the global ``--threads N`` (``torch.set_num_threads``; default torch's).
+
+    On a machine other jobs load, fewer threads than cores is often much faster (see
+    docs/cli.md). Raises ConfigError for a value that is not a whole number >= 1.
+    """
+    out, value = [], None
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--threads" or argv[i].startswith("--threads="):
+            if "=" in argv[i]:
+                value = argv[i].split("=", 1)[1]
+            elif i + 1 < len(argv):
+                value, i = argv[i + 1], i + 1
+            else:
+                value = ""
+        else:
+            out.append(argv[i])
+        i += 1
+    if value is not None:
+        if not value.strip().isdigit() or int(value) < 1:
+            raise C.ConfigError(f"--threads must be a whole number >= 1 (torch CPU threads), "
+                                f"got {value!r}")
+        import torch
+        torch.set_num_threads(int(value))
+    return out
 
 
 # Short forms for keys users type often: ``--resume`` is ``--trainer.resume``, etc. An alias
@@ -177,7 +205,8 @@ def _usage() -> str:
     rows = "\n".join(f"  {n.ljust(width)}  {c.help}" for n, c in COMMANDS.items())
     return (f"l2i {__version__}: Listen to Interpret, listenable explanations of audio "
             f"classifiers\n\nusage: l2i <command> [args] [--key value ...]\n\ncommands:\n{rows}"
-            "\n\n'l2i <command> --help' lists every key of a command with its default.")
+            "\n\n'l2i <command> --help' lists every key of a command with its default."
+            "\nEvery command takes --threads N (torch CPU threads; default: torch's).")
 
 
 if __name__ == "__main__":  # pragma: no cover

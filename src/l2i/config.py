@@ -277,6 +277,7 @@ class InterpretRecipe:
     relevance_th: float | None = None  # None = the checkpoint's
     top_k: int | None = None  # keep the k most relevant components instead of a threshold
     device: str = "auto"
+    max_memory_mb: float = 4096.0  # refuse a file whose explanation needs more (0: no limit)
 
 
 @dataclass

@@ -592,7 +592,7 @@ def write_examples(explainer: Any, wavs: np.ndarray, clean: np.ndarray | None,
         return []
     folder.mkdir(parents=True, exist_ok=True)
     sr = explainer.sample_rate
-    expls = explainer.explain(wavs[chosen], sr)
+    expls = explainer.explain(wavs[chosen], sr, batch=True)  # (B, S): a batch of clips
     names = explainer.class_names
     c = res.columns
     written = []

@@ -37,12 +37,17 @@ import torch
 from torch import Tensor
 
 from l2i import features as feats
-from l2i.config import FeaturesConfig, InterpretRecipe, save_config
+from l2i.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from l2i.config import DataConfig, FeaturesConfig, InterpretRecipe, save_config
 from l2i.errors import ConfigError, DataError, L2IError
 
 DEFAULT_RELEVANCE_TH = 0.2
 MASK_EPS = 1e-10
 MIN_DURATION_S = 1.0  # shorter inputs are zero-padded to this for the analysis (see explain)
+DEFAULT_MAX_MEMORY_MB = 4096.0  # Explainer.explain refuses inputs that would need more
+# Working bytes per (clip, frame, STFT bin) of one explain call: peak RSS growth measured for
+# the esc50 recipes' models (random weights, 10-40 s clips): conv2d 61-67, cnn14 185; rounded up.
+BYTES_PER_BIN = 256
 
 
 # --------------------------------------------------------------------------- pure math
@@ -255,25 +260,37 @@ class Explainer:
     >>> e.audio, e.mask, e.relevance, e.selected
 
     ``relevance_th`` / ``top_k`` default to the checkpoint's ``loss.relevance_th`` (0.2 in the
-    reference) and None.
+    reference) and None; ``normalize`` (``peak`` | ``none``) to the normalisation the classifier
+    was trained with (:func:`checkpoint_normalize`). ``max_memory_mb`` (None: no limit) caps
+    the working memory of one :meth:`explain` call.
     """
 
     def __init__(self, interpreter: Any, relevance_th: float | None = None,
-                 top_k: int | None = None, min_duration_s: float = MIN_DURATION_S) -> None:
+                 top_k: int | None = None, min_duration_s: float = MIN_DURATION_S,
+                 normalize: str | None = None,
+                 max_memory_mb: float | None = DEFAULT_MAX_MEMORY_MB) -> None:
+        from l2i.audio import NORMALIZATIONS
+
         self.interpreter = interpreter.eval()
         self.relevance_th = float(relevance_th if relevance_th is not None
                                   else _checkpoint_relevance_th(interpreter))
         self.top_k = top_k
         self.min_duration_s = float(min_duration_s)
+        self.normalize = normalize if normalize is not None else checkpoint_normalize(interpreter)
+        if self.normalize not in NORMALIZATIONS:
+            raise ConfigError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got "
+                              f"{self.normalize!r}")
+        self.max_memory_mb = max_memory_mb
 
     @classmethod
     def load(cls, ckpt: str | os.PathLike, device: str | torch.device = "cpu",
-             relevance_th: float | None = None, top_k: int | None = None) -> Explainer:
+             relevance_th: float | None = None, top_k: int | None = None,
+             max_memory_mb: float | None = DEFAULT_MAX_MEMORY_MB) -> Explainer:
         """Load an ``l2i.ckpt`` (``l2i.interpreter.load_interpreter``) onto ``device``."""
         from l2i.interpreter import load_interpreter
 
         interp = load_interpreter(ckpt, _resolve_device(device))
-        return cls(interp, relevance_th=relevance_th, top_k=top_k)
+        return cls(interp, relevance_th=relevance_th, top_k=top_k, max_memory_mb=max_memory_mb)
 
     # ---- model facts
     @property
@@ -345,51 +362,74 @@ class Explainer:
                                 H=H, z=z, target=tgt, relevance=r, selected=sel, mask=mask)
 
     # ---- waveforms
-    @torch.no_grad()
-    def explain(self, waveform: Any, sample_rate: int,
-                target: Any = None) -> Explanation | list[Explanation]:
-        """Explain ``waveform`` ``(N,)`` or ``(B, N)`` (numpy or torch, float in [-1, 1]).
+    def memory_estimate_mb(self, n_clips: int, n_samples: int, sample_rate: int) -> float:
+        """Working memory (MB) :meth:`explain` needs for ``n_clips`` clips of ``n_samples``
+        samples at ``sample_rate`` Hz: ``BYTES_PER_BIN`` per (clip, frame, bin) of the model's
+        STFT (spectrogram, magnitude, mask, activations, the classifier's maps; measured, see
+        ``BYTES_PER_BIN``) plus the input and its resampled copy."""
+        sr = self.sample_rate
+        n = max(int(math.ceil(n_samples * sr / sample_rate)),
+                int(math.ceil(self.min_duration_s * sr)))
+        bins = n_clips * feats.n_frames(n, self.features) * self.features.n_freq
+        return (bins * BYTES_PER_BIN + 8 * n_clips * (n_samples + n)) / 2**20
 
+    def _check_size(self, n_clips: int, n_samples: int, sample_rate: int) -> None:
+        """Refuse (L2IError) an input whose explanation would need more than max_memory_mb."""
+        if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+            raise DataError(f"explain: sample_rate {sample_rate} Hz is implausible (expected "
+                            f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}): pass the rate of the audio")
+        need = self.memory_estimate_mb(n_clips, n_samples, sample_rate)
+        if self.max_memory_mb and need > self.max_memory_mb:
+            raise L2IError(
+                f"explain: {n_clips} clip(s) of {n_samples} samples ({n_samples / sample_rate:.1f}"
+                f" s at {sample_rate} Hz) need about {need:.0f} MB, more than max_memory_mb="
+                f"{self.max_memory_mb:g}: explain shorter excerpts or fewer clips at a time, or "
+                "raise the limit (Explainer(..., max_memory_mb=...), l2i interpret "
+                "--max_memory_mb)")
+
+    @torch.no_grad()
+    def explain(self, waveform: Any, sample_rate: int, target: Any = None,
+                batch: bool = False) -> Explanation | list[Explanation]:
+        """Explain one clip, or a batch of clips with ``batch=True``.
+
+        ``waveform``: numpy or torch, in any layout :func:`l2i.audio.as_clips` accepts: one clip
+        ``(S,)``; one multi-channel clip ``(S, channels)`` (``soundfile.read``) or
+        ``(channels, S)`` (``torchaudio.load``), at most 8 channels, mixed to mono by averaging
+        as ``l2i interpret`` does; with ``batch=True`` a batch ``(B, S)`` (or
+        ``(B, S, channels)``, ``(B, channels, S)``, a list of equally long clips). A ``(B, S)``
+        batch is never guessed: without ``batch`` it is refused as ambiguous (or, when B <= 8,
+        read as channels). Float samples in [-1, 1] or int8/int16/int32 PCM (scaled).
         ``target``: None (the classifier's prediction), a class index or name for every clip,
         or a sequence of them, one per clip of a batch.
 
-        The audio is resampled to the model's rate (soxr), analysed with the model's STFT and
-        explained in one batched forward pass. It is not normalised: pass audio as the
-        classifier saw it in training (``l2i.audio.load_audio`` peak-normalises by default).
-        Returns one :class:`Explanation` for ``(N,)``, a list for ``(B, N)``; the explanation
-        audio is at the model's sample rate, as long as the resampled input. Inputs shorter
+        The audio is resampled to the model's rate (soxr), then normalised the way the
+        classifier's training clips were (``normalize``, from the checkpoint: ``peak`` divides
+        each clip by its peak, so a quiet recording is explained like a loud one), exactly
+        as ``l2i interpret`` does, analysed with the model's STFT and explained in one batched
+        forward pass. The explanation (``audio``, ``input_magnitude``) is of that normalised
+        clip, at the model's sample rate, as long as the resampled input. Inputs shorter
         than ``min_duration_s`` (1 s) are zero-padded at the end for the classifier (whose
         pooling needs a few frames; training clips are zero-padded the same way) and the
-        mask, activations and audio are cropped back to the input's frames.
-        """
-        from l2i.audio import resample
+        mask, activations and audio are cropped back to the input's frames. An input whose
+        explanation would need more than ``max_memory_mb`` is refused before anything large
+        is allocated (:meth:`memory_estimate_mb`).
 
-        x = waveform.detach().cpu().numpy() if isinstance(waveform, Tensor) else waveform
-        x = np.asarray(x, dtype=np.float32)
-        single = x.ndim == 1
-        if x.ndim not in (1, 2) or x.shape[-1] == 0:
-            raise DataError(f"explain: expected a waveform (N,) or a batch (B, N) with N > 0, "
-                            f"got shape {x.shape}")
-        if not np.isfinite(x).all():
-            raise DataError("explain: the waveform contains NaN or infinite samples")
-        x2 = x[None] if single else x  # (B, N)
-        sr = self.sample_rate
-        if int(sample_rate) != sr:
-            x2 = np.stack([resample(row, int(sample_rate), sr) for row in x2])  # (B, N')
+        Returns one :class:`Explanation`, or a list of them with ``batch=True``.
+        """
+        from l2i.audio import as_clips, normalize_audio, resample
+
+        x2 = as_clips(waveform, batch=batch, what="explain")  # (B, S)
+        sr_in, sr = int(sample_rate), self.sample_rate
+        self._check_size(x2.shape[0], x2.shape[1], sr_in)
+        if sr_in != sr:
+            x2 = np.stack([resample(row, sr_in, sr) for row in x2])  # (B, N')
+        x2 = normalize_audio(x2, self.normalize)  # (B, N), per clip
         n = x2.shape[1]
         n_min = int(math.ceil(self.min_duration_s * sr))
         if n < n_min:
             x2 = np.pad(x2, ((0, 0), (0, n_min - n)))  # (B, n_min)
         t_in = feats.n_frames(n, self.features)  # frames of the unpadded input
-        if isinstance(target, (list, tuple, np.ndarray, Tensor)):
-            seq = target.tolist() if isinstance(target, (np.ndarray, Tensor)) else list(target)
-            if len(seq) != x2.shape[0]:
-                raise ConfigError(f"explain: {len(seq)} targets for {x2.shape[0]} clips")
-            if any(t is None for t in seq):
-                raise ConfigError("explain: a per-clip target list cannot hold None")
-            tgt: Any = torch.tensor([self.resolve_target(t) for t in seq])
-        else:
-            tgt = self.resolve_target(target)
+        tgt = self._targets(target, x2.shape[0])
         wav = torch.from_numpy(np.ascontiguousarray(x2)).to(self.device)  # (B, N)
         spec = feats.stft(wav, self.features)  # (B, T, F) complex
         mag = feats.magnitude(spec)  # (B, T, F)
@@ -397,7 +437,18 @@ class Explainer:
         # M |X| e^{i phase(X)} = M X: to_audio(explanation_magnitude(M, |X|), phase(X)) in one step
         audio = feats.istft(b.mask.to(spec.device) * spec, self.features, length=n)  # (B, N)
         out = [self._one(b, i, audio[i], mag[i], t_in) for i in range(mag.shape[0])]
-        return out[0] if single else out
+        return out if batch else out[0]
+
+    def _targets(self, target: Any, n_clips: int) -> Any:
+        """``explain``'s target argument -> None, one class index, or a ``(B,)`` tensor."""
+        if not isinstance(target, (list, tuple, np.ndarray, Tensor)):
+            return self.resolve_target(target)
+        seq = target.tolist() if isinstance(target, (np.ndarray, Tensor)) else list(target)
+        if len(seq) != n_clips:
+            raise ConfigError(f"explain: {len(seq)} targets for {n_clips} clips")
+        if any(t is None for t in seq):
+            raise ConfigError("explain: a per-clip target list cannot hold None")
+        return torch.tensor([self.resolve_target(t) for t in seq])
 
     def _one(self, b: BatchExplanation, i: int, audio: Tensor, mag: Tensor,
              n_frames: int) -> Explanation:
@@ -417,6 +468,23 @@ class Explainer:
             input_magnitude=mag[:n_frames].float().cpu().numpy(),
             class_names=names, hop_length=self.features.hop_length,
             relevance_th=None if self.top_k else self.relevance_th, top_k=self.top_k)
+
+
+def checkpoint_normalize(interpreter: Any) -> str:
+    """The ``data.normalize`` the classifier was trained with.
+
+    Read from the classifier checkpoint (``normalize``, written by ``l2i train-classifier``),
+    else from the recipe embedded in the L2I checkpoint (``recipe.data.normalize``, for
+    classifier checkpoints written before the key existed), else the recipes' default
+    (``DataConfig.normalize``, ``peak``).
+    """
+    record = getattr(interpreter, "classifier_record", None) or {}
+    if record.get("normalize"):
+        return str(record["normalize"])
+    data = (getattr(interpreter, "recipe", None) or {}).get("data") or {}
+    if data.get("normalize"):
+        return str(data["normalize"])
+    return DataConfig().normalize
 
 
 def _checkpoint_relevance_th(interpreter: Any) -> float:
@@ -474,15 +542,47 @@ def write_explanation(expl: Explanation, out_dir: Path, name: str,
     return {"wav": wav, "png": png, "json": js}
 
 
-def interpret_files(cfg: InterpretRecipe) -> str:
-    """``l2i interpret CKPT FILE... --output_folder O``: explain each file.
+def audio_files(paths: list[str | os.PathLike], skip: Path | None = None) -> list[Path]:
+    """The files to explain: each file as given, each folder's audio files (recursive, sorted).
 
-    Writes ``O/NAME.explanation.wav``, ``O/NAME.png``, ``O/NAME.json`` per input and
-    ``O/config.yaml``. Files of any length and sample rate are accepted; they are mixed to
-    mono, resampled to the model's rate and peak-normalised as in training. Returns a summary
-    line per file.
+    A folder's files are those with an extension in ``l2i.audio.AUDIO_EXTENSIONS`` (hidden
+    files and anything under ``skip``, the output folder, left out). Raises DataError for
+    missing paths and for a folder that holds no audio file.
     """
-    from l2i.audio import load_audio
+    from l2i.audio import AUDIO_EXTENSIONS
+
+    files, missing = [], []
+    skip = skip.resolve() if skip is not None else None
+    for p in map(Path, paths):
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file()
+                           and f.suffix.lower() in AUDIO_EXTENSIONS
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                           and not (skip and f.resolve().is_relative_to(skip)))
+            if not found:
+                raise DataError(f"folder {p} holds no audio file ({', '.join(AUDIO_EXTENSIONS)})"
+                                ": give audio files or a folder that contains some")
+            files += found
+        else:
+            missing.append(str(p))
+    if missing:
+        raise DataError(f"audio file(s) not found: {', '.join(missing)}")
+    return files
+
+
+def interpret_files(cfg: InterpretRecipe) -> str:
+    """``l2i interpret CKPT FILE_OR_FOLDER... --output_folder O``: explain each file.
+
+    A folder stands for the audio files inside it (recursively, see :func:`audio_files`).
+    Writes ``O/NAME.explanation.wav``, ``O/NAME.png``, ``O/NAME.json`` per input and
+    ``O/config.yaml``. Files of any length, sample rate and channel count are accepted: each
+    is decoded (:func:`l2i.audio.read_audio`, channels averaged to mono) and handed to
+    :meth:`Explainer.explain`, the same path as the Python API (resampled, normalised as the
+    classifier was trained). Returns a summary line per file.
+    """
+    from l2i.audio import read_audio
 
     if not cfg.ckpt:
         raise ConfigError("l2i interpret needs a checkpoint: l2i interpret RUN/l2i.ckpt FILE...")
@@ -490,24 +590,24 @@ def interpret_files(cfg: InterpretRecipe) -> str:
         raise ConfigError(f"checkpoint {cfg.ckpt} not found: give the l2i.ckpt written by "
                           "'l2i train'")
     if not cfg.files:
-        raise ConfigError("l2i interpret needs at least one audio file: "
-                          "l2i interpret CKPT FILE [FILE...]")
-    files = [Path(f) for f in cfg.files]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise DataError(f"audio file(s) not found: {', '.join(missing)}")
+        raise ConfigError("l2i interpret needs at least one audio file or folder: "
+                          "l2i interpret CKPT FILE_OR_FOLDER [...]")
+    out = Path(cfg.output_folder)
+    files = audio_files(cfg.files, skip=out)
     if cfg.top_k is not None and cfg.top_k < 1:
         raise ConfigError(f"top_k must be >= 1 (or unset), got {cfg.top_k}")
     explainer = Explainer.load(cfg.ckpt, cfg.device, relevance_th=cfg.relevance_th,
-                               top_k=cfg.top_k)
+                               top_k=cfg.top_k, max_memory_mb=cfg.max_memory_mb or None)
     target = explainer.resolve_target(cfg.target)
-    out = Path(cfg.output_folder)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     lines = []
     for f, name in zip(files, _unique_stems(files)):
-        x = load_audio(f, explainer.sample_rate, duration_s=None, normalize="peak")
-        expl = explainer.explain(x, explainer.sample_rate, target=target)
+        x, sr = read_audio(f)
+        try:
+            expl = explainer.explain(x, sr, target=target)
+        except L2IError as err:
+            raise type(err)(f"{f}: {err}") from None
         write_explanation(expl, out, name, source=str(f))
         lines.append(f"{f} -> {out / name}.explanation.wav  target={expl.target_name} "
                      f"p={expl.classifier_probs[expl.target]:.3f} "
@@ -516,5 +616,6 @@ def interpret_files(cfg: InterpretRecipe) -> str:
 
 
 __all__ = ["relevance", "select_components", "ratio_mask", "explanation_magnitude", "to_audio",
-           "Explanation", "BatchExplanation", "Explainer", "interpret_files",
+           "Explanation", "BatchExplanation", "Explainer", "interpret_files", "audio_files",
+           "checkpoint_normalize",
            "write_explanation"]

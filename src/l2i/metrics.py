@@ -28,8 +28,12 @@ ArrayLike = Any  # torch.Tensor | numpy.ndarray | sequence of numbers
 
 
 def _t(x: ArrayLike, dtype: torch.dtype | None = torch.float64) -> Tensor:
-    """``x`` as a tensor (float64 by default, for exact metric arithmetic)."""
+    """``x`` as a tensor (float64 by default, for exact metric arithmetic). A tensor on a
+    device without float64 (MPS) is moved to the CPU first: every input of a metric goes
+    through here, so they all meet on one device."""
     t = torch.as_tensor(x)
+    if t.device.type == "mps":
+        t = t.cpu()
     return t.to(dtype) if dtype is not None else t
 
 

@@ -52,6 +52,7 @@ FORMAT = "l2i-nmf"
 VERSION = 1
 EPS = 1e-12
 SOLVERS = ("hals", "mu")
+NO_FLOAT64_DEVICES = ("mps",)  # devices without float64: exact sums fall back to float32 there
 _CHUNK = 2048  # frames per block in the H sweeps (keeps a (K, chunk) block in cache)
 _INIT_FRAMES = 20000  # frames used by the NNDSVD initialisation
 _SMALL_FLOPS = 2.0**26  # below this, a matrix product runs faster on one thread
@@ -178,13 +179,19 @@ def _hals_w_sweeps(W: Tensor, VHt: Tensor, HHt: Tensor, n_sweeps: int,
                 W[best, k] = 1.0
 
 
+def _exact(t: Tensor) -> torch.dtype:
+    """The dtype of sums that should be exact: float64, float32 on MPS (it has no float64)."""
+    return torch.float32 if t.device.type in NO_FLOAT64_DEVICES else torch.float64
+
+
 def _objective(v_sq: float, WtV: Tensor, H: Tensor, WtW: Tensor, HHt: Tensor,
                sparsity: float) -> float:
     """``||V - W H||^2 + sparsity * sum(H)`` from Gram quantities: ``v_sq = ||V||^2``,
     ``WtV (K, N)``, ``H (K, N)``, ``WtW (K, K)``, ``HHt (K, K)``; O(K N), no pass over V."""
-    cross = float(torch.linalg.vecdot(WtV, H).sum(dtype=torch.float64))
-    quad = float((WtW.double() * HHt.double()).sum())
-    l1 = float(H.sum(dtype=torch.float64)) if sparsity else 0.0
+    acc = _exact(H)
+    cross = float(torch.linalg.vecdot(WtV, H).sum(dtype=acc))
+    quad = float((WtW.to(acc) * HHt.to(acc)).sum())
+    l1 = float(H.sum(dtype=acc)) if sparsity else 0.0
     return max(v_sq - 2.0 * cross + quad, 0.0) + sparsity * l1
 
 
@@ -250,7 +257,7 @@ def _nndsvd_w(frames: Tensor, K: int, gen: torch.Generator, device: torch.device
     N, F = frames.shape
     idx = torch.randperm(N, generator=gen)[:_INIT_FRAMES].sort().values
     Vs = frames[idx].to(device)  # (n, F)
-    G = _mm(Vs.T.double(), Vs.double())  # (F, F)
+    G = _mm(Vs.T.to(_exact(Vs)), Vs.to(_exact(Vs)))  # (F, F)
     with _sweep_threads(G.device):  # LAPACK on a small matrix: threads only add waiting
         evals, U = torch.linalg.eigh(G)  # ascending
     r = min(K, F)
@@ -322,7 +329,7 @@ def _fit_full(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch.device,
     from tqdm.auto import tqdm
 
     V = frames.to(dev).T.contiguous()  # (F, N)
-    v_sq = float(V.square().sum(dtype=torch.float64))
+    v_sq = float(V.square().sum(dtype=_exact(V)))
     K, N = cfg.n_components, V.shape[1]
     lam = float(cfg.sparsity)
     inner = max(1, cfg.inner_iter)
@@ -377,7 +384,7 @@ def _fit_full_extrapolated(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch
     from tqdm.auto import tqdm
 
     V = frames.to(dev).T.contiguous()  # (F, N)
-    v_sq = float(V.square().sum(dtype=torch.float64))
+    v_sq = float(V.square().sum(dtype=_exact(V)))
     K, N = cfg.n_components, V.shape[1]
     lam = float(cfg.sparsity)
     inner = max(1, cfg.inner_iter)
@@ -447,7 +454,7 @@ def _fit_minibatch(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch.device,
         for b0 in range(0, N, bsz):
             idx = perm[b0:b0 + bsz].sort().values
             Vb = frames[idx].to(dev).T.contiguous()  # (F, b)
-            vb_sq = float(Vb.double().square().sum())
+            vb_sq = float(Vb.to(_exact(Vb)).square().sum())
             WtW = W.T @ W  # (K, K)
             WtV = _mm(W.T, Vb)  # (K, b)
             Hb = torch.zeros(K, Vb.shape[1], device=dev)
@@ -481,9 +488,9 @@ def _rel_error(V: Tensor, W: Tensor, H: Tensor, sparsity: float = 0.0) -> tuple[
     for c0 in range(0, V.shape[1], 4 * _CHUNK):
         Vc = V[:, c0:c0 + 4 * _CHUNK]  # (F, n)
         R = Vc - _mm(W, H[:, c0:c0 + 4 * _CHUNK])  # (F, n)
-        num += float(R.square().sum(dtype=torch.float64))
-        den += float(Vc.square().sum(dtype=torch.float64))
-    l1 = float(H.sum(dtype=torch.float64)) if sparsity else 0.0
+        num += float(R.square().sum(dtype=_exact(R)))
+        den += float(Vc.square().sum(dtype=_exact(Vc)))
+    l1 = float(H.sum(dtype=_exact(H))) if sparsity else 0.0
     return math.sqrt(num / max(den, EPS)), (num + sparsity * l1) / max(den, EPS)
 
 
@@ -548,9 +555,9 @@ def _relative_error(frames: Tensor, W: Tensor, sparsity: float, n_iter: int, dev
         Vb = frames[c0:c0 + step].to(dev)  # (b, F)
         Hb = nmf_transform(Vb, Wd, sparsity, n_iter=n_iter, device=dev)  # (K, b)
         R = Vb.T - _mm(Wd, Hb)  # (F, b)
-        num += float(R.square().sum(dtype=torch.float64))
-        den += float(Vb.square().sum(dtype=torch.float64))
-        l1 += float(Hb.sum(dtype=torch.float64))
+        num += float(R.square().sum(dtype=_exact(R)))
+        den += float(Vb.square().sum(dtype=_exact(Vb)))
+        l1 += float(Hb.sum(dtype=_exact(Hb)))
     rel = math.sqrt(num / max(den, EPS))
     if objective:
         return rel, (num + sparsity * l1) / max(den, EPS)

@@ -14,7 +14,8 @@ Checkpoint format (``classifier.ckpt``, a plain dict, loadable with ``weights_on
 
     {"format": "l2i-classifier", "version": 1, "model": asdict(ClassifierModelConfig),
      "n_classes": C, "features": asdict(FeaturesConfig), "class_names": [...],
-     "state_dict": {...}, "metrics": {...}, "l2i_version": "x.y.z"}
+     "state_dict": {...}, "metrics": {...}, "l2i_version": "x.y.z",
+     "normalize": "peak" | "none"}   # data.normalize of the training clips (optional key)
 
 :func:`load_classifier` needs nothing but that file.
 """
@@ -113,8 +114,10 @@ def build_classifier(model_cfg: ClassifierModelConfig, features: FeaturesConfig,
 
 def classifier_dict(model: AudioClassifier, model_cfg: ClassifierModelConfig,
                     features: FeaturesConfig, class_names: list[str],
-                    metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The checkpoint dict of a classifier (weights moved to CPU)."""
+                    metrics: dict[str, Any] | None = None,
+                    normalize: str | None = None) -> dict[str, Any]:
+    """The checkpoint dict of a classifier (weights moved to CPU); ``normalize``: the
+    ``data.normalize`` it was trained with (``l2i.explain`` applies the same to new audio)."""
     from l2i import __version__
 
     if len(class_names) != model.n_classes:
@@ -125,14 +128,16 @@ def classifier_dict(model: AudioClassifier, model_cfg: ClassifierModelConfig,
         "class_names": [str(c) for c in class_names],
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "metrics": dict(metrics or {}), "l2i_version": __version__,
+        **({"normalize": str(normalize)} if normalize else {}),
     }
 
 
 def save_classifier(path: str | os.PathLike, model: AudioClassifier,
                     model_cfg: ClassifierModelConfig, features: FeaturesConfig,
-                    class_names: list[str], metrics: dict[str, Any] | None = None) -> Path:
+                    class_names: list[str], metrics: dict[str, Any] | None = None,
+                    normalize: str | None = None) -> Path:
     """Write ``classifier.ckpt`` atomically (temp file in the same folder, then rename)."""
-    record = classifier_dict(model, model_cfg, features, class_names, metrics)
+    record = classifier_dict(model, model_cfg, features, class_names, metrics, normalize)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

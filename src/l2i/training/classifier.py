@@ -368,7 +368,8 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
     }
     save_classifier(out / FINAL, model.cpu(), cfg.model, cfg.features, class_names,
                     {k: summary[k] for k in ("valid_accuracy", "test_accuracy", "best_epoch",
-                                              "epochs")})
+                                              "epochs")},
+                    normalize=cfg.data.normalize)
     _write_json(out / "metrics.json", summary)
     shown = "test" if "test" in metrics else "valid"
     confusion_figure(metrics[shown]["confusion"], class_names, out / "confusion.png",

@@ -172,7 +172,7 @@ def _import_dictionary(cfg: NMFRecipe) -> tuple[torch.Tensor, str]:
 
 def spectral_centroids(W: torch.Tensor, features: FeaturesConfig) -> np.ndarray:
     """Spectral centroid in Hz of each atom of ``W (F, K)`` -> ``(K,)``."""
-    Wn = W.detach().double().cpu().numpy()  # (F, K)
+    Wn = W.detach().cpu().double().numpy()  # (F, K); float64 only on the CPU (MPS has none)
     freqs = np.linspace(0.0, features.sample_rate / 2, Wn.shape[0])  # (F,)
     return (freqs[:, None] * Wn).sum(0) / np.maximum(Wn.sum(0), 1e-12)
 
