@@ -221,8 +221,11 @@ def test_wrong_typed_sections_and_base_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"'trainer': expected a mapping"):
         load_config(ClassifierRecipe, _yaml(tmp_path / "a.yaml", {"trainer": 3}),
                     ["--trainer.lr", "1"])
-    with pytest.raises(ConfigError, match=r"'trainer': expected a mapping"):
+    with pytest.raises(ConfigError, match=r"'trainer': expected a mapping.*--trainer\.KEY VALUE"):
         load_config(ClassifierRecipe, None, ["--trainer", "3"])
+    bad_item = _yaml(tmp_path / "l.yaml", {"data": {"train_folds": [1, "x"]}})
+    with pytest.raises(ConfigError, match=r"'data\.train_folds\[1\]': expected an integer"):
+        load_config(ClassifierRecipe, bad_item)
     with pytest.raises(ConfigError, match=r"base.*expected the path"):
         load_config(ClassifierRecipe, _yaml(tmp_path / "b.yaml", {"base": 3}))
     # `trainer: null` in YAML is the defaults, and overrides still apply on top

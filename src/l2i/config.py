@@ -3,8 +3,14 @@
 A recipe is a YAML file whose keys mirror one of the ``*Recipe`` dataclasses below. A recipe may
 start with ``base: other.yaml`` (a path relative to the recipe) and then only list what differs.
 Every key can be overridden from the command line: ``--data_folder D`` for a top-level key,
-``--trainer.lr 1e-3`` for a nested one. Values are type-checked against the dataclass field; an
-unknown key is an error naming the closest valid keys.
+``--trainer.lr 1e-3`` for a nested one. Values are converted to the dataclass field's type
+(lists ``1,2,3``, ``null`` for None; docs/cli.md) or rejected with a ConfigError naming the key,
+the value and the type; an unknown key is an error naming the likeliest keys (the same name in
+another section first: ``--train_folds`` -> ``data.train_folds``).
+
+Fields that take one of a fixed set of strings are ``Literal[...]`` types. They are checked
+here, once, whenever a config dataclass is built (loaded or constructed in Python), so the
+modules that use them need no checks of their own.
 """
 
 from __future__ import annotations
@@ -386,7 +392,10 @@ def from_dict(cls: type[T], raw: dict[str, Any], prefix: str = "", *,
     """
     root = root or cls
     if not isinstance(raw, dict):
-        raise _bad_value(prefix.rstrip(".") or "config", cls, raw)
+        err = _bad_value(prefix.rstrip(".") or "config", cls, raw)
+        if prefix:
+            err.args = (f"{err} (its keys are set one by one: --{prefix}KEY VALUE)",)
+        raise err
     hints = _hints(cls)
     kwargs: dict[str, Any] = {}
     problems: list[ConfigError] = []  # every bad key and value, reported together
