@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import sys
+import types
 from dataclasses import dataclass
-from typing import Any, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from l2i import __version__
 from l2i import config as C
@@ -75,11 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"l2i: error: unknown command {name!r}{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     cmd = COMMANDS[name]
-    if "-h" in rest or "--help" in rest:
-        print(command_help(cmd))
-        return 0
     try:
-        cfg = parse_command(cmd, set_threads(rest))
+        rest = set_threads(rest)
+        if "-h" in rest or "--help" in rest:
+            print(command_help(cmd, [a for a in rest if a not in ("-h", "--help")]))
+            return 0
+        cfg = parse_command(cmd, rest)
         module, func = cmd.target.split(":")
         result = getattr(importlib.import_module(module), func)(cfg)
     except L2IError as err:
@@ -175,16 +177,34 @@ def _apply_aliases(recipe: type, overrides: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def command_help(cmd: Command) -> str:
+def command_help(cmd: Command, argv: list[str] | None = None) -> str:
+    """``l2i CMD --help``: every key with its type (choices listed) and value.
+
+    With a recipe or options in ``argv`` the values are those they give (what the command would
+    run with); without, the defaults. A recipe that does not load is said, defaults shown.
+    """
     args = " ".join(f.upper() + ("..." if cmd.varargs and f == cmd.positionals[-1] else "")
                     for f in cmd.positionals)
     head = f"usage: l2i {cmd.name} {'RECIPE.yaml ' if cmd.takes_recipe else ''}{args} " \
-           "[--key value ...]\n\n" + cmd.help + "\n\nkeys (default):"
+           "[--key value ...]\n\n" + cmd.help + "\n\n"
+    cfg, source = cmd.recipe(), "keys (default):"
+    if argv:
+        try:
+            cfg = parse_command(cmd, argv)
+            recipe = argv[0] if cmd.takes_recipe else _option(argv, "--config")
+            source = (f"keys (values from {recipe} and the options given):" if recipe
+                      else "keys (values with the options given):")
+        except L2IError as err:
+            head += f"note: showing the defaults, the arguments given do not load: {err}\n\n"
+    top = {f.name for f in dataclasses.fields(cmd.recipe)}
     aliases = [f"--{a} = --{t}" for a, t in ALIASES.items()
-               if a not in {f.name for f in dataclasses.fields(cmd.recipe)}
-               and t.split(".")[0] in {f.name for f in dataclasses.fields(cmd.recipe)}]
+               if a not in top and t.split(".")[0] in top]
     tail = ("\n\nshort forms: " + ", ".join(aliases)) if aliases else ""
-    return head + "\n" + "\n".join(_describe(cmd.recipe(), "")) + tail
+    return head + source + "\n" + "\n".join(_describe(cfg, "")) + tail
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv[:-1] else None
 
 
 def _describe(obj: Any, prefix: str) -> list[str]:
@@ -195,9 +215,20 @@ def _describe(obj: Any, prefix: str) -> list[str]:
         if dataclasses.is_dataclass(value):
             lines += _describe(value, prefix + f.name + ".")
         else:
-            tp = str(hints[f.name]).replace("typing.", "").replace("<class '", "").replace("'>", "")
-            lines.append(f"  --{prefix}{f.name} ({tp}) = {value!r}")
+            lines.append(f"  --{prefix}{f.name} ({_type_label(hints[f.name])}) = {value!r}")
     return lines
+
+
+def _type_label(tp: Any) -> str:
+    """``int``, ``float | None``, ``list[int]``; a choice field lists its values: ``a|b|c``."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "|".join(str(c) for c in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_label(a) for a in get_args(tp))
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_label(a) for a in get_args(tp))}]"
+    return "None" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
 def _usage() -> str:
@@ -205,8 +236,9 @@ def _usage() -> str:
     rows = "\n".join(f"  {n.ljust(width)}  {c.help}" for n, c in COMMANDS.items())
     return (f"l2i {__version__}: Listen to Interpret, listenable explanations of audio "
             f"classifiers\n\nusage: l2i <command> [args] [--key value ...]\n\ncommands:\n{rows}"
-            "\n\n'l2i <command> --help' lists every key of a command with its default."
-            "\nEvery command takes --threads N (torch CPU threads; default: torch's).")
+            "\n\n'l2i <command> --help' lists every key of a command with its default;\n"
+            "'l2i <command> RECIPE.yaml --help' the values that recipe gives.\n"
+            "Every command takes --threads N (torch CPU threads; default: torch's).")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,20 +3,27 @@
 A recipe is a YAML file whose keys mirror one of the ``*Recipe`` dataclasses below. A recipe may
 start with ``base: other.yaml`` (a path relative to the recipe) and then only list what differs.
 Every key can be overridden from the command line: ``--data_folder D`` for a top-level key,
-``--trainer.lr 1e-3`` for a nested one. Values are type-checked against the dataclass field; an
-unknown key is an error naming the closest valid keys.
+``--trainer.lr 1e-3`` for a nested one. Values are converted to the dataclass field's type
+(lists ``1,2,3``, ``null`` for None; docs/cli.md) or rejected with a ConfigError naming the key,
+the value and the type; an unknown key is an error naming the likeliest keys (the same name in
+another section first: ``--train_folds`` -> ``data.train_folds``).
+
+Fields that take one of a fixed set of strings are ``Literal[...]`` types. They are checked
+here, once, whenever a config dataclass is built (loaded or constructed in Python), so the
+modules that use them need no checks of their own.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -38,7 +45,7 @@ class FeaturesConfig:
     n_fft: int = 1024
     win_ms: float = 23.2199
     hop_ms: float = 11.6099
-    window: str = "hamming"  # hamming | hann
+    window: Literal["hamming", "hann"] = "hamming"
     n_mels: int = 80
     f_min: float = 0.0
     f_max: float | None = None  # None = sample_rate / 2
@@ -64,15 +71,15 @@ class DataConfig:
     ``path,label[,fold]``, given by ``manifest``) or ``folders`` (one sub-folder per class).
     """
 
-    format: str = "esc50"  # esc50 | csv | folders
+    format: Literal["esc50", "csv", "folders"] = "esc50"
     manifest: str | None = None
     train_folds: list[int] = field(default_factory=lambda: [1, 2, 3])
     valid_folds: list[int] = field(default_factory=lambda: [4])
     test_folds: list[int] = field(default_factory=lambda: [5])
     esc10: bool = False
     duration_s: float | None = 5.0  # clip length after crop/pad; None keeps each file's length
-    crop: str = "start"  # start | center | random  (how longer files are cut)
-    normalize: str = "peak"  # peak (x / (max|x| + eps)) | none
+    crop: Literal["start", "center", "random"] = "start"  # how longer files are cut
+    normalize: Literal["peak", "none"] = "peak"  # peak: x / (max|x| + eps)
     cache: bool = True  # decode + resample once into memory-mapped arrays
 
 
@@ -84,8 +91,8 @@ class TrainerConfig:
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    optimizer: str = "adamw"  # adam | adamw | sgd
-    scheduler: str = "cosine"  # cosine | plateau | none
+    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
+    scheduler: Literal["cosine", "plateau", "none"] = "cosine"
     plateau_patience: int = 3
     plateau_factor: float = 0.5
     warmup_epochs: int = 0
@@ -107,8 +114,8 @@ class TrainerConfig:
 class ClassifierModelConfig:
     """Which classifier to build. ``input``: log1p_mel | log1p_mag."""
 
-    arch: str = "conv2d"  # conv2d | cnn14
-    input: str = "log1p_mel"
+    arch: Literal["conv2d", "cnn14"] = "conv2d"
+    input: Literal["log1p_mel", "log1p_mag"] = "log1p_mel"
     width: int = 12  # conv2d: channels of the first block (doubles per block)
     embed_dim: int = 256
     dropout: float = 0.2
@@ -143,7 +150,7 @@ class NMFConfig:
     max_frames: int | None = None  # subsample training frames (None = all)
     seed: int = 1234
     device: str = "auto"
-    solver: str = "hals"  # hals (exact block coordinate descent) | mu (multiplicative updates)
+    solver: Literal["hals", "mu"] = "hals"  # hals: exact coordinate descent | mu: multiplicative
     inner_iter: int = 2  # HALS sweeps on H and on W per pass over the frames
     extrapolate: bool = True  # hals, full batch: extrapolated iterates (Ang & Gillis 2019)
     forget_factor: float = 0.7  # mini-batch: weight of last epoch's statistics
@@ -158,16 +165,18 @@ class PsiConfig:
     n_layers: int = 3
     kernel_size: int = 3  # odd; temporal context of the residual Conv1d blocks
     dropout: float = 0.0
-    activation: str = "relu"  # relu | softplus (H >= 0)
-    time_resolution: str = "output"  # output: blocks at the STFT frame rate | maps: at the maps'
-    freq_reduce: str = "meanmax"  # meanmax: pool maps over frequency | flatten: bins -> channels
+    activation: Literal["relu", "softplus"] = "relu"  # (H >= 0)
+    # time_resolution output: blocks at the STFT frame rate | maps: at the maps'
+    time_resolution: Literal["output", "maps"] = "output"
+    # freq_reduce meanmax: pool maps over frequency | flatten: bins -> channels
+    freq_reduce: Literal["meanmax", "flatten"] = "meanmax"
 
 
 @dataclass
 class ThetaConfig:
     """theta: time pooling of H, then Linear(K, C, bias=False)."""
 
-    pooling: str = "attention"  # attention | mean | max
+    pooling: Literal["attention", "mean", "max"] = "attention"
     hidden: int = 64  # attention scorer width
     normalize: bool = True  # logits from z / mean(z) per clip (same relevance, faster training)
 
@@ -293,7 +302,7 @@ class EvaluateRecipe:
     output_folder: str = "runs/eval"
     data: DataConfig = field(default_factory=DataConfig)  # default: the checkpoint's
     test_folds: list[int] | None = None  # shortcut for data.test_folds (taken out of train/valid)
-    contamination: str = "none"  # none | white_noise | mixtures | noise_folder
+    contamination: Literal["none", "white_noise", "mixtures", "noise_folder"] = "none"
     noise_folder: str | None = None  # noise corpus for contamination noise_folder (0 dB)
     relevance_th: float | None = None  # None = the checkpoint's (loss.relevance_th)
     top_k: int | None = None  # keep the k most relevant components instead of a threshold
@@ -336,9 +345,18 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None,
         raw = _read_yaml_with_base(Path(path), seen=())
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
+    problems: list[ConfigError] = []
     for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value, cls)
-    return from_dict(cls, raw)
+        try:
+            _set_dotted(raw, dotted, value, cls)
+        except ConfigError as err:
+            problems.append(err)
+    try:
+        cfg = from_dict(cls, raw)
+    except ConfigError as err:
+        problems.append(err)
+    _raise_all(problems)
+    return cfg
 
 
 def parse_overrides(argv: list[str]) -> dict[str, Any]:
@@ -375,18 +393,41 @@ def save_config(cfg: Any, path: str | os.PathLike) -> Path:
     return write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-def from_dict(cls: type[T], raw: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a (nested) dict, type-checking every value."""
+def from_dict(cls: type[T], raw: dict[str, Any], prefix: str = "", *,
+              root: type | None = None) -> T:
+    """Build dataclass ``cls`` from a (nested) dict, type-checking every value.
+
+    ``prefix`` is the dotted path of ``cls`` inside ``root`` (the recipe class), used in messages.
+    """
+    root = root or cls
     if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+        err = _bad_value(prefix.rstrip(".") or "config", cls, raw)
+        if prefix:
+            err.args = (f"{err} (its keys are set one by one: --{prefix}KEY VALUE)",)
+        raise err
+    hints = _hints(cls)
     kwargs: dict[str, Any] = {}
+    problems: list[ConfigError] = []  # every bad key and value, reported together
     for key, value in raw.items():
-        if key not in names:
-            raise ConfigError(_unknown_key_message(prefix + str(key), names, prefix))
-        kwargs[key] = _coerce(value, hints[key], prefix + key)
+        try:
+            if key not in hints:
+                raise ConfigError(_unknown_key_message(prefix + str(key), root, prefix))
+            kwargs[key] = _coerce(value, hints[key], prefix + key, root)
+        except ConfigError as err:
+            problems.append(err)
+    _raise_all(problems)
     return cls(**kwargs)
+
+
+def _raise_all(problems: list[ConfigError]) -> None:
+    """Raise the one problem as it is, or several as one ConfigError (``a; b``)."""
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        flat = [p for err in problems for p in getattr(err, "problems", [err])]
+        err = ConfigError(f"{len(flat)} bad config values: " + "; ".join(map(str, flat)))
+        err.problems = flat  # type: ignore[attr-defined]
+        raise err
 
 
 def _read_yaml_with_base(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
@@ -407,6 +448,9 @@ def _read_yaml_with_base(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     base = data.pop("base", None)
     if base is None:
         return data
+    if not isinstance(base, str):
+        raise ConfigError(f"recipe {path}: 'base' expected the path of another recipe (a "
+                          f"string), got {base!r}")
     merged = _read_yaml_with_base((path.parent / base), seen + (path.resolve(),))
     return _deep_merge(merged, data)
 
@@ -421,105 +465,293 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _Text(str):
+    """A value typed on the command line: text until its field's type is known.
+
+    A string field keeps it as typed (``--ckpt 0123`` stays ``'0123'``); other fields parse it.
+    """
+
+
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, cls: type) -> None:
     parts = dotted.split(".")
     node, node_cls, prefix = raw, cls, ""
     for part in parts[:-1]:
-        names = {f.name: f for f in dataclasses.fields(node_cls)}
-        sub = get_type_hints(node_cls).get(part)
-        if part not in names or not dataclasses.is_dataclass(sub):
-            sections = [n for n, t in get_type_hints(node_cls).items()
-                        if dataclasses.is_dataclass(t)]
-            raise ConfigError(_unknown_key_message(prefix + part, sections, prefix))
-        node = node.setdefault(part, {})
-        node_cls, prefix = sub, prefix + part + "."
-    if isinstance(value, str):
-        try:
-            value = yaml.safe_load(value) if value != "" else value
-        except yaml.YAMLError:
-            pass
-    node[parts[-1]] = value
+        hints = _hints(node_cls)
+        if part not in hints:
+            raise ConfigError(_unknown_key_message(prefix + part, cls, prefix))
+        if not dataclasses.is_dataclass(hints[part]):
+            raise ConfigError(f"unknown config key '{dotted}': '{prefix + part}' takes a value "
+                              f"and has no keys under it: write --{prefix + part} VALUE")
+        if node.get(part) is None:
+            node[part] = {}
+        elif not isinstance(node[part], dict):
+            raise _bad_value(prefix + part, hints[part], node[part])
+        node, node_cls, prefix = node[part], hints[part], prefix + part + "."
+    node[parts[-1]] = _Text(value) if isinstance(value, str) else value
 
 
-def _unknown_key_message(key: str, valid: list[str], prefix: str) -> str:
+# --------------------------------------------------------------------------- unknown keys
+def _unknown_key_message(key: str, root: type, prefix: str) -> str:
+    """``unknown config key 'k': did you mean a.k?``: the same name in another section first,
+    then close names in this section, then close names anywhere; else every key of the section.
+    """
     leaf = key[len(prefix):]
-    close = difflib.get_close_matches(leaf, valid, n=3, cutoff=0.5)
-    hint = (f"did you mean {', '.join(prefix + c for c in close)}?" if close
-            else f"valid keys here: {', '.join(prefix + v for v in valid)}")
+    everywhere = _dotted_keys(root)
+    here = [prefix + f.name for f in dataclasses.fields(_section_class(root, prefix))]
+    by_leaf: dict[str, list[str]] = {}
+    for k in everywhere:
+        by_leaf.setdefault(k.rsplit(".", 1)[-1], []).append(k)
+    suggest = by_leaf.get(leaf, [])
+    if not suggest:
+        local = {k[len(prefix):]: k for k in here}
+        suggest = [local[m] for m in difflib.get_close_matches(leaf, list(local), n=3,
+                                                                cutoff=0.5)]
+    if not suggest:
+        suggest = [k for m in difflib.get_close_matches(leaf, list(by_leaf), n=3, cutoff=0.75)
+                   for k in by_leaf[m]]
+    if suggest:
+        hint = f"did you mean {', '.join(suggest[:4])}?"
+    else:
+        hint = f"valid keys here: {', '.join(here) or '(none)'}"
     return f"unknown config key '{key}': {hint}"
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+@functools.cache
+def _dotted_keys(cls: type, prefix: str = "") -> tuple[str, ...]:
+    """Every key of a recipe, dotted: sections and the leaves inside them."""
+    out: list[str] = []
+    for name, tp in _hints(cls).items():
+        out.append(prefix + name)
+        if dataclasses.is_dataclass(tp):
+            out += _dotted_keys(tp, prefix + name + ".")
+    return tuple(out)
+
+
+def _section_class(root: type, prefix: str) -> type:
+    cls = root
+    for part in prefix.rstrip(".").split(".") if prefix else ():
+        cls = _hints(cls)[part]
+    return cls
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """Resolved field types of a dataclass, in field order (cached: classes do not change)."""
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+# --------------------------------------------------------------------------- values
+_NONE_WORDS = ("none", "null", "~", "")
+_TRUE_WORDS = ("true", "yes", "1", "on")
+_FALSE_WORDS = ("false", "no", "0", "off")
+
+
+def _coerce(value: Any, tp: Any, key: str, root: type | None = None) -> Any:
+    """``value`` (YAML data, or :class:`_Text` from the command line) as type ``tp``.
+
+    Raises ConfigError ``config key 'KEY': expected TYPE, got VALUE`` when it does not fit.
+    """
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return _coerce_union(value, tp, key, root)
+    if origin is Literal:
+        return _coerce_choice(value, tp, key)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, {} if value is None else value, key + ".", root=root)
+    if origin in (list, tuple):
+        return _coerce_list(value, tp, key, root)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _bad_value(key, tp, value)
+        ktp, vtp = get_args(tp) or (Any, Any)
+        return {_coerce(k, ktp, f"{key}.{k}"): _coerce(v, vtp, f"{key}.{k}", root)
+                for k, v in value.items()}
+    if tp is Any:
+        return _parse_yaml(value) if isinstance(value, _Text) else value
+    scalar = _SCALARS.get(tp)
+    if scalar is None:  # a type this parser does not know: passed through (as plain text)
+        return str(value) if isinstance(value, _Text) else value
+    try:
+        return scalar(value)
+    except (TypeError, ValueError, OverflowError):
+        raise _bad_value(key, tp, value) from None
+
+
+def _coerce_union(value: Any, tp: Any, key: str, root: type | None) -> Any:
+    args = get_args(tp)
+    optional = type(None) in args
+    if optional and (value is None or (isinstance(value, str)
+                                       and value.strip().lower() in _NONE_WORDS)):
+        return None
+    members = [a for a in args if a is not type(None)]
+    errors = []
+    for arg in members:
+        try:
+            return _coerce(value, arg, key, root)
+        except ConfigError as err:
+            errors.append(err)
+    if len(errors) == 1 and getattr(errors[0], "key", key) != key:
+        raise errors[0]  # the one type fits, an item inside it does not: name the item
+    raise _bad_value(key, tp, value)
+
+
+def _coerce_choice(value: Any, tp: Any, key: str) -> Any:
+    choices = get_args(tp)
+    for choice in choices:
+        if type(value) is type(choice) and value == choice:
+            return choice
+    if isinstance(value, str):  # the command line is case-insensitive; stored canonical
+        for choice in choices:
+            if isinstance(choice, str) and value.strip().lower() == choice.lower():
+                return choice
+    raise _bad_value(key, tp, value)
+
+
+def _coerce_list(value: Any, tp: Any, key: str, root: type | None) -> list[Any]:
+    (item,) = get_args(tp)[:1] or (Any,)
+    if isinstance(value, str):
+        text = value.strip()
+        if isinstance(value, _Text) and text.startswith(("[", "{")):
+            value = _parse_yaml(value)
+        else:  # "1,2,3" (numbers may also be split by spaces; strings only by commas)
+            sep = text.split(",") if item is str else text.replace(",", " ").split()
+            value = [type(value)(v.strip()) for v in sep if v.strip()]
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise _bad_value(key, tp, value)
+    return [_coerce(v, item, f"{key}[{i}]", root) for i, v in enumerate(value)]
+
+
+def _parse_yaml(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return str(text)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS + _FALSE_WORDS:
+        return value.strip().lower() in _TRUE_WORDS
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(value)
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            value = float(value)  # "3.0" is 3; "3.5" and "abc" are errors below
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(value)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(value)
+    return float(value)
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(value)
+    return str(value)
+
+
+_SCALARS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
+
+
+def _bad_value(key: str, tp: Any, value: Any) -> ConfigError:
+    err = ConfigError(f"config key '{key}': expected {_expected(tp)}, got {value!r}")
+    err.key = key  # type: ignore[attr-defined]
+    return err
+
+
+def _expected(tp: Any) -> str:
+    """What a type accepts, in words: ``an integer or null``, ``one of 'a', 'b'``."""
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        if isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise errors[0] if len(errors) == 1 else ConfigError(
-            f"config key '{key}': {value!r} fits none of {_type_name(tp)}")
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value if value is not None else {}, key + ".")
+        words = [_expected(a) for a in args if a is not type(None)]
+        return " or ".join(words + (["null"] if type(None) in args else []))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(c) for c in get_args(tp))
     if origin in (list, tuple):
-        if isinstance(value, str):
-            value = [v for v in value.replace(",", " ").split()]
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
-        (item,) = get_args(tp)[:1] or (Any,)
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no",
-                                                         "0", "off"):
-            return value.lower() in ("true", "yes", "1", "on")
-        if value in (0, 1):
-            return bool(value)
-        raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
-    return value
+        item = (get_args(tp) or (Any,))[0]
+        plural = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+        return f"a list of {plural.get(item, 'values')} (e.g. 1,2,3 or [1, 2, 3])"
+    if dataclasses.is_dataclass(tp) or origin is dict:
+        return "a mapping of keys"
+    words = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+    return words.get(tp, getattr(tp, "__name__", str(tp)))
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+# --------------------------------------------------------------------------- choices
+def _check_choices(cfg: Any) -> None:
+    """Every ``Literal`` field of ``cfg`` holds one of its values (ConfigError naming the key).
+
+    Runs whenever a config dataclass of this module is built, from a recipe or in Python, so no
+    other module needs to check these fields again.
+    """
+    cls = type(cfg)
+    problems = []
+    for name, tp in _hints(cls).items():
+        choice = tp if get_origin(tp) is Literal else None
+        if choice is None and get_origin(tp) in (Union, types.UnionType):
+            choice = next((a for a in get_args(tp) if get_origin(a) is Literal), None)
+        value = getattr(cfg, name)
+        if choice is None or (value is None and type(None) in get_args(tp)):
+            continue
+        if not any(type(value) is type(c) and value == c for c in get_args(choice)):
+            problems.append(_bad_value(_section_names().get(cls, "") + name, tp, value))
+    _raise_all(problems)
+
+
+@functools.cache
+def _section_names() -> dict[type, str]:
+    """Section class -> its dotted prefix in the recipes (``ThetaConfig`` -> ``theta.``)."""
+    out: dict[type, str] = {}
+    for cls in _config_classes():
+        for name, tp in _hints(cls).items():
+            if dataclasses.is_dataclass(tp):
+                out.setdefault(tp, name + ".")
+    return out
+
+
+def _config_classes() -> list[type]:
+    return [c for c in globals().values() if isinstance(c, type)
+            and dataclasses.is_dataclass(c) and c.__module__ == __name__]
+
+
+def _checking_choices(cls: type) -> None:
+    """Make ``cls(...)`` (and ``dataclasses.replace``) run :func:`_check_choices`.
+
+    Wraps the generated ``__init__`` rather than adding ``__post_init__`` to every class, so a
+    class that defines its own ``__post_init__`` keeps it.
+    """
+    generated = cls.__init__
+
+    @functools.wraps(generated)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        generated(self, *args, **kwargs)
+        _check_choices(self)
+
+    cls.__init__ = __init__  # type: ignore[misc]
+
+
+for _cls in _config_classes():
+    _checking_choices(_cls)
+del _cls
 
 
 __all__ = [n for n in dir() if n.endswith(("Config", "Recipe"))] + [

@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from l2i.audio import AUDIO_EXTENSIONS, CROPS, NORMALIZATIONS, load_audio
+from l2i.audio import AUDIO_EXTENSIONS, load_audio
 from l2i.config import DataConfig
 from l2i.errors import ConfigError, DataError
 
@@ -128,12 +128,6 @@ def load_dataset(data_folder: str | os.PathLike, cfg: DataConfig,
 
 def _check_config(cfg: DataConfig) -> None:
     bad = []
-    if cfg.format not in FORMATS:
-        bad.append(f"data.format must be one of {FORMATS}, got {cfg.format!r}")
-    if cfg.crop not in CROPS:
-        bad.append(f"data.crop must be one of {CROPS}, got {cfg.crop!r}")
-    if cfg.normalize not in NORMALIZATIONS:
-        bad.append(f"data.normalize must be one of {NORMALIZATIONS}, got {cfg.normalize!r}")
     if cfg.duration_s is not None and cfg.duration_s <= 0:
         bad.append(f"data.duration_s must be > 0 (or null to keep each file's length), "
                    f"got {cfg.duration_s}")

@@ -412,9 +412,6 @@ def _check(cfg: EvaluateRecipe) -> None:
                           "checkpoint does not name one)")
     if not Path(cfg.data_folder).is_dir():
         raise DataError(f"data folder {cfg.data_folder} does not exist")
-    if cfg.contamination not in CONTAMINATIONS:
-        raise ConfigError(f"--contamination must be one of {', '.join(CONTAMINATIONS)}, got "
-                          f"{cfg.contamination!r}")
     if cfg.contamination == "noise_folder" and not cfg.noise_folder:
         raise ConfigError("--contamination noise_folder needs --noise_folder P (a folder of "
                           "audio files, e.g. WHAM! tr/)")

@@ -298,8 +298,6 @@ def fit_nmf(frames: Tensor | np.ndarray, cfg: NMFConfig, device: str | torch.dev
     ``inner_iter`` (HALS sweeps per pass), ``batch_frames`` (None: full batch), ``seed``.
     ``device`` overrides ``cfg.device``. Deterministic for a seed on a given device.
     """
-    if cfg.solver not in SOLVERS:
-        raise ConfigError(f"nmf.solver must be one of {', '.join(SOLVERS)}, got {cfg.solver!r}")
     if cfg.n_components < 1:
         raise ConfigError(f"nmf.n_components must be >= 1, got {cfg.n_components}")
     if cfg.sparsity < 0:

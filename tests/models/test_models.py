@@ -84,7 +84,7 @@ def test_load_errors(tmp_path):
 
 
 def test_build_errors(tmp_path):
-    with pytest.raises(L2IError, match="unknown model.arch"):
+    with pytest.raises(L2IError, match="model.arch"):
         build_classifier(ClassifierModelConfig(arch="resnet"), FEAT, 3)
     with pytest.raises(L2IError, match="model.input"):
         build_classifier(ClassifierModelConfig(input="mfcc"), FEAT, 3)

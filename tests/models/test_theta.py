@@ -44,8 +44,6 @@ def test_linear_head_has_no_bias_and_gives_logits():
 
 
 def test_bad_inputs_are_rejected():
-    with pytest.raises(ValueError, match="pooling"):
-        Theta(3, 2, ThetaConfig(pooling="median"))
     with pytest.raises(ValueError, match="expects H"):
         Theta(3, 2, ThetaConfig()).pool(torch.rand(1, 4, 10))
 

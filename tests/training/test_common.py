@@ -63,9 +63,9 @@ def test_optimizers_and_schedulers():
     assert isinstance(out["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
     out = configure_optimizers(p, TrainerConfig(optimizer="adam", scheduler="none"), 3)
     assert isinstance(out["optimizer"], torch.optim.Adam) and "lr_scheduler" not in out
-    with pytest.raises(ConfigError, match="trainer.optimizer 'lion'"):
+    with pytest.raises(ConfigError, match="trainer.optimizer.*'lion'"):
         configure_optimizers(p, TrainerConfig(optimizer="lion"), 3)
-    with pytest.raises(ConfigError, match="trainer.scheduler 'step'"):
+    with pytest.raises(ConfigError, match="trainer.scheduler.*'step'"):
         configure_optimizers(p, TrainerConfig(scheduler="step"), 3)
 
 

@@ -105,16 +105,8 @@ class Psi(nn.Module):
         self.map_channels = {n: int(map_channels[n]) for n in names}
         self.n_components = int(n_components)
         self.activation = getattr(cfg, "activation", "relu")
-        if self.activation not in ("relu", "softplus"):
-            raise ValueError(f"psi.activation must be relu or softplus, got {self.activation!r}")
         self.time_resolution = getattr(cfg, "time_resolution", "output")
-        if self.time_resolution not in ("output", "maps"):
-            raise ValueError("psi.time_resolution must be output or maps, got "
-                             f"{self.time_resolution!r}")
         self.freq_reduce = getattr(cfg, "freq_reduce", "meanmax")
-        if self.freq_reduce not in ("meanmax", "flatten"):
-            raise ValueError("psi.freq_reduce must be meanmax or flatten, got "
-                             f"{self.freq_reduce!r}")
         if self.freq_reduce == "flatten":
             missing = [n for n in names if not map_bins or n not in map_bins]
             if missing:

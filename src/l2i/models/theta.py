@@ -33,8 +33,6 @@ class Theta(nn.Module):
 
     def __init__(self, n_components: int, n_classes: int, cfg: Any) -> None:
         super().__init__()
-        if cfg.pooling not in ("attention", "mean", "max"):
-            raise ValueError(f"theta.pooling must be attention, mean or max, got {cfg.pooling!r}")
         self.config = cfg
         self.n_components = int(n_components)
         self.n_classes = int(n_classes)
