@@ -107,12 +107,15 @@ class TrainerConfig:
 class ClassifierModelConfig:
     """Which classifier to build. ``input``: log1p_mel | log1p_mag."""
 
-    arch: str = "conv2d"  # conv2d | cnn14
+    arch: str = "conv2d"  # conv2d | cnn14 | sb_conv2d (SpeechBrain's PIQ-ESC50 classifier)
     input: str = "log1p_mel"
     width: int = 12  # conv2d: channels of the first block (doubles per block)
-    embed_dim: int = 256
+    embed_dim: int = 256  # sb_conv2d: the encoder's channels (256 as published)
     dropout: float = 0.2
-    pretrained: str | None = None  # SpeechBrain CNN14 pair folder or PANNs .pth (cnn14 only)
+    # cnn14: a SpeechBrain CNN14 pair folder or a PANNs .pth; sb_conv2d: the PIQ-ESC50 folder
+    pretrained: str | None = None
+    allow_partial: bool = False  # accept dropping a head / normalisation layer of `pretrained`
+    lin_neurons: int = 192  # sb_conv2d: width of the ECAPA cosine head
 
 
 @dataclass

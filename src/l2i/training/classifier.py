@@ -325,7 +325,8 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
 
     tr = cfg.trainer
     L.seed_everything(tr.seed, workers=True, verbose=False)  # the initial weights too
-    model = build_classifier(cfg.model, cfg.features, index.n_classes)
+    model = build_classifier(cfg.model, cfg.features, index.n_classes,
+                             class_names=index.class_names)
     train_dl = _loader(splits["train"], tr.batch_size, True, tr.num_workers, tr.seed)
     valid_dl = _loader(splits["valid"], tr.batch_size, False, tr.num_workers, tr.seed)
     steps = max(1, math.ceil(len(train_dl) / max(1, tr.devices)))
