@@ -177,21 +177,36 @@ def build(checkpoint: str | os.PathLike | None = None, class_names: str | os.Pat
     """``(Cnn14 in eval mode with the release's weights, class names)``.
 
     ``checkpoint``: a PANNs ``Cnn14`` ``.pth`` (``{"model": state_dict}``, 84 keys, loaded
-    strictly; the load report goes to stderr); ``None`` builds fresh weights (tests).
-    ``class_names``: a text file (one name per line) or AudioSet's ``class_labels_indices.csv``;
-    default ``class_0 .. class_526``.
+    strictly; the load report goes to stderr). The widths and the class count are read from the
+    file's shapes (the release: 64..2048 channels, 527 classes). ``None``: the published layout
+    with fresh weights. ``class_names``: a text file (one name per line) or AudioSet's
+    ``class_labels_indices.csv``; default ``class_0 .. class_{C-1}``.
     """
     import sys
 
-    from l2i.models.pretrained import read_class_names, read_panns
+    from l2i.models.pretrained import load_panns, read_class_names, read_panns_state
 
-    model = Cnn14()
-    if checkpoint is not None:
-        print(read_panns(model, checkpoint).summary(), file=sys.stderr, flush=True)
+    if checkpoint is None:
+        model = Cnn14()
+    else:
+        sd = read_panns_state(checkpoint)
+        model = Cnn14(*_layout(sd, str(checkpoint)))
+        print(load_panns(model, sd, str(checkpoint)).summary(), file=sys.stderr, flush=True)
     n = model.fc_audioset.out_features
     names = (read_class_names(class_names, n) if class_names is not None
              else [f"class_{i}" for i in range(n)])
     return model.eval(), names
+
+
+def _layout(sd: dict[str, Tensor], source: str) -> tuple[int, tuple[int, ...]]:
+    """(classes, channels of the 6 blocks) from a PANNs state dict's shapes."""
+    from l2i.errors import L2IError
+
+    try:
+        channels = tuple(int(sd[f"conv_block{k}.conv1.weight"].shape[0]) for k in range(1, 7))
+        return int(sd["fc_audioset.weight"].shape[0]), channels
+    except KeyError as err:
+        raise L2IError(f"{source}: not a PANNs Cnn14 state dict (no {err.args[0]})") from None
 
 
 __all__ = ["Cnn14", "build", "slaney_mel_filters", "stft_kernels", "Spectrogram",

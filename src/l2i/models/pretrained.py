@@ -42,7 +42,7 @@ Sources, told apart by the model and by the file:
 
     PANNs was trained on log-mel power (dB) at 32 kHz, l2i's CNN14 reads log1p mel: fine-tune,
     do not freeze. To use PANNs *as published* (its own front end and its 527 AudioSet outputs)
-    use :func:`l2i.models.panns.build` instead (:func:`read_panns`, all 84 keys, strict).
+    use :func:`l2i.models.panns.build` instead (:func:`load_panns`, all 84 keys, strict).
 
 Any other key, a missing key or a shape mismatch raises :class:`~l2i.errors.L2IError` listing
 the keys. A ``module.`` prefix (DataParallel) is stripped.
@@ -400,26 +400,31 @@ def _load_sb_conv2d(model: nn.Module, path: Path, class_names: list[str] | None,
 
 
 # --------------------------------------------------------------------------- PANNs as published
-def read_panns(model: nn.Module, checkpoint: str | os.PathLike) -> LoadReport:
-    """Load a PANNs ``Cnn14`` ``.pth`` into :class:`l2i.models.panns.Cnn14`, strictly.
-
-    All 84 keys (front-end kernels, mel matrix, bn0, 6 blocks, fc1, fc_audioset) must be there
-    with their shapes; anything else is an error. The front end is checked against the one
-    computed from the published settings (a file whose kernels differ is noted, and used).
-    """
+def read_panns_state(checkpoint: str | os.PathLike) -> dict[str, Tensor]:
+    """The state dict of a PANNs ``.pth`` (``{"model": state_dict}``), ``module.`` stripped."""
     path = Path(checkpoint)
     if not path.is_file():
         raise L2IError(f"PANNs checkpoint {path} not found (e.g. Cnn14_mAP=0.431.pth from "
                        "the PANNs release on zenodo)")
     raw = _read(path)
     sd = raw.get("model", raw) if isinstance(raw, dict) else None
-    if not isinstance(sd, dict):
+    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
         raise L2IError(f"{path}: not a PANNs checkpoint ({{'model': state_dict}})")
-    sd = _strip_module(sd)
-    report = LoadReport(str(path), "panns-cnn14")
+    return _strip_module(sd)
+
+
+def load_panns(model: nn.Module, sd: dict[str, Tensor], source: str) -> LoadReport:
+    """Load a PANNs ``Cnn14`` state dict into :class:`l2i.models.panns.Cnn14`, strictly.
+
+    All keys (84 for the release: front-end kernels, mel matrix, bn0, 6 blocks, fc1,
+    fc_audioset) must be there with their shapes, nothing else. The file's front end is compared
+    with the one computed from the published settings; a difference is noted (the file's values
+    are used, as PANNs does).
+    """
+    report = LoadReport(source, "panns-cnn14")
     computed = {k: v.detach().clone() for k, v in model.state_dict().items()
                 if k.startswith(PANNS_FRONTEND)}
-    report.missing = load_backbone(model, sd, f"PANNs checkpoint {path}", optional_prefixes=())
+    report.missing = load_backbone(model, sd, f"PANNs checkpoint {source}", optional_prefixes=())
     report.loaded = sorted(sd)
     for k, v in computed.items():
         err = float((v.float() - sd[k].float()).abs().max())
@@ -450,6 +455,6 @@ def read_class_names(path: str | os.PathLike, n_classes: int) -> list[str]:
     return names
 
 
-__all__ = ["LoadReport", "load_pretrained", "read_panns", "read_class_names",
+__all__ = ["LoadReport", "load_pretrained", "read_panns_state", "load_panns", "read_class_names",
            "read_label_encoder", "map_head_rows", "map_speechbrain_embedding",
            "map_speechbrain_classifier", "map_panns", "load_backbone"]
