@@ -105,7 +105,8 @@ class TrainerConfig:
 
 @dataclass
 class ClassifierModelConfig:
-    """Which classifier to build. ``input``: log1p_mel | log1p_mag."""
+    """Which classifier to build. ``input``: log1p_mel | log1p_mel_sb (SpeechBrain's mel
+    filterbank, for its pretrained CNN14) | log1p_mag."""
 
     arch: str = "conv2d"  # conv2d | cnn14 | sb_conv2d (SpeechBrain's PIQ-ESC50 classifier)
     input: str = "log1p_mel"

@@ -7,8 +7,11 @@ its ``label_encoder.txt``.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from l2i.config import ClassifierModelConfig, FeaturesConfig
 from l2i.errors import L2IError
@@ -239,3 +242,66 @@ def test_build_classifier_prints_the_report(tmp_path, donor, capsys, monkeypatch
     cfg.allow_partial = True
     build_classifier(cfg, FEAT, 4, log=lines.append)
     assert "dropped 2" in lines[-1]
+
+
+# ------------------------------------------------------------------ SpeechBrain CNN14, exactly
+def sb_filterbank(n_mels: int, sample_rate: int, n_fft: int) -> torch.Tensor:
+    """speechbrain.processing.features.Filterbank (triangular, frozen, log_mel=False), as
+    written there: HTK mel points, ``band = hz[1:] - hz[:-1]`` cut to n_mels, symmetric."""
+    def to_mel(hz):
+        return 2595 * math.log10(1 + hz / 700)
+
+    mel = torch.linspace(to_mel(0), to_mel(sample_rate / 2), n_mels + 2)
+    hz = 700 * (10 ** (mel / 2595) - 1)
+    band = (hz[1:] - hz[:-1])[:-1]
+    f_central = hz[1:-1]
+    all_freqs = torch.linspace(0, sample_rate // 2, n_fft // 2 + 1)
+    f_central_mat = f_central.repeat(all_freqs.shape[0], 1).transpose(0, 1)
+    band_mat = band.repeat(all_freqs.shape[0], 1).transpose(0, 1)
+    slope = (all_freqs - f_central_mat) / band_mat
+    return torch.max(torch.zeros(1), torch.min(slope + 1.0, -slope + 1.0)).transpose(0, 1)
+
+
+def sb_cnn14_logits(sd: dict, head: dict, mag: torch.Tensor, n_mels: int, sr: int,
+                    n_fft: int) -> torch.Tensor:
+    """The reference's L2I-CNN14 forward (eval): log1p(fbank(|X|)) -> Cnn14 -> Linear."""
+    def bn(x, p):
+        return F.batch_norm(x, sd[p + ".running_mean"], sd[p + ".running_var"],
+                            sd[p + ".weight"], sd[p + ".bias"], False, 0.0, 1e-5)
+
+    x = torch.log1p(torch.matmul(mag, sb_filterbank(n_mels, sr, n_fft)))[:, None]  # (B,1,T,M)
+    x = bn(x.transpose(1, 3), "norm0").transpose(1, 3)
+    for k in range(1, 7):
+        p = f"conv_block{k}"
+        x = F.relu(bn(F.conv2d(x, sd[p + ".conv1.weight"], padding=1), p + ".norm1"))
+        x = F.relu(bn(F.conv2d(x, sd[p + ".conv2.weight"], padding=1), p + ".norm2"))
+        x = F.avg_pool2d(x, (2, 2) if k < 6 else (1, 1))
+    x = torch.mean(x, dim=3)
+    x = torch.max(x, dim=2)[0] + torch.mean(x, dim=2)
+    return F.linear(x, head["weight"], head["bias"])
+
+
+def test_speechbrain_cnn14_outputs_exact_with_its_filterbank(tmp_path, donor):
+    donor = {k: (v.abs() + 0.5 if k.endswith("running_var") else v) for k, v in donor.items()}
+    _sb_pair(tmp_path, donor)
+    names = ["sea_waves", "dog", "rain", "rooster"]
+    feat = FeaturesConfig(sample_rate=8000, n_fft=256, n_mels=32)
+    torch.manual_seed(3)
+    mag = torch.rand(2, 64, 129) ** 3 * 4  # (B, T, F) magnitudes
+    sd = {k: v for k, v in donor.items() if not k.startswith("classifier.")}
+    head = {"weight": donor["classifier.weight"], "bias": donor["classifier.bias"]}
+    ref = sb_cnn14_logits(sd, head, mag, 32, 8000, 256)
+    assert ref.std() > 0.1 and torch.isfinite(ref).all()
+    order = [SB_ORDER.index(n) for n in names]
+    model = CNN14(feat, 4, input="log1p_mel_sb", embed_dim=16, channels=SMALL)
+    report = load_pretrained(model, tmp_path, class_names=names)
+    assert not any("log1p_mel_sb feeds it exactly" in n for n in report.notes)
+    with torch.no_grad():
+        logits, _ = model.eval()(mag)
+    torch.testing.assert_close(logits, ref[:, order], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model.frontend.fb, sb_filterbank(32, 8000, 256))
+    plain = CNN14(feat, 4, input="log1p_mel", embed_dim=16, channels=SMALL)  # l2i's own mel
+    report = load_pretrained(plain, tmp_path, class_names=names)
+    assert any("log1p_mel_sb feeds it exactly" in n for n in report.notes)
+    with torch.no_grad():
+        assert not torch.allclose(plain.eval()(mag)[0], ref[:, order], rtol=1e-4, atol=1e-5)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from l2i.config import ClassifierModelConfig, FeaturesConfig, from_dict
 from l2i.errors import L2IError
-from l2i.features import Frontend
+from l2i.features import KINDS, MEL_KINDS, Frontend
 from l2i.fileio import check_record, read_checkpoint
 
 CKPT_FORMAT = "l2i-classifier"
@@ -64,11 +64,11 @@ class AudioClassifier(nn.Module):
 
 def input_bins(model_cfg: ClassifierModelConfig, features: FeaturesConfig) -> int:
     """Number of frequency bins of the network input (n_mels or n_fft // 2 + 1)."""
-    if model_cfg.input == "log1p_mel":
+    if model_cfg.input in MEL_KINDS:
         return features.n_mels
     if model_cfg.input == "log1p_mag":
         return features.n_freq
-    raise L2IError(f"model.input must be log1p_mel or log1p_mag, got {model_cfg.input!r}")
+    raise L2IError(f"model.input must be one of {', '.join(KINDS)}, got {model_cfg.input!r}")
 
 
 @dataclass

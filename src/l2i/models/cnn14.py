@@ -75,7 +75,7 @@ class CNN14(AudioClassifier):
         self.channels = tuple(channels)
         top = self.channels[-1]
         self.frontend = make_frontend(features, input)
-        n_in = features.n_mels if input == "log1p_mel" else features.n_freq
+        n_in = features.n_freq if input == "log1p_mag" else features.n_mels
         self.n_classes = n_classes
         self.norm0 = nn.BatchNorm2d(n_in)
         c_in = 1

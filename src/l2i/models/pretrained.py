@@ -347,6 +347,10 @@ def _load_sb_cnn14(model: nn.Module, emb_path: Path, sd: dict[str, Tensor],
         report.notes.append(f"no {SB_CLASSIFIER} next to {emb_path.name}: the head is new")
     report.missing = load_backbone(model, mapped, f"SpeechBrain checkpoint {emb_path}")
     report.loaded = sorted(mapped)
+    kind = getattr(getattr(model, "frontend", None), "kind", None)
+    if kind != "log1p_mel_sb":
+        report.notes.append(f"SpeechBrain's CNN14 was trained on SpeechBrain's mel filterbank; "
+                            f"model.input: log1p_mel_sb feeds it exactly (now {kind})")
     return _refuse_drops(report, allow_partial)
 
 

@@ -308,7 +308,7 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
 
     if not cfg.data_folder:
         raise ConfigError("data_folder is empty: pass --data_folder DATA")
-    if cfg.model.arch == "cnn14" and cfg.model.input != "log1p_mel":
+    if cfg.model.arch == "cnn14" and cfg.model.input == "log1p_mag":
         print("note: cnn14 on log1p_mag input (513 bins) is slow; log1p_mel is the usual input",
               file=sys.stderr)
     out = Path(cfg.output_folder)
