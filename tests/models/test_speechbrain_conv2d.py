@@ -222,3 +222,34 @@ def test_nothing_optional(published, tmp_path):
     assert "missing (fresh init) 8" in lines[0]
     with pytest.raises(L2IError, match="set model.input: log1p_mag"):
         build_classifier(ClassifierModelConfig(arch="sb_conv2d"), FEAT, 5)
+
+
+def test_import_as_an_l2i_checkpoint_with_zero_epochs(tmp_path, tiny_dataset, tiny_features):
+    """``l2i train-classifier --trainer.epochs 0``: the published pair becomes classifier.ckpt."""
+    from l2i.config import ClassifierRecipe, DataConfig, TrainerConfig
+    from l2i.data import load_dataset
+    from l2i.models import load_classifier
+    from l2i.training.classifier import train_classifier
+
+    data = DataConfig(train_folds=[1, 2], valid_folds=[3], test_folds=[4], duration_s=1.0)
+    names = load_dataset(tiny_dataset, data).class_names
+    enc, head = SBConv2dEncoderV2(4).eval(), SBClassifier(4, 8, len(names)).eval()
+    randomise(enc, 2)
+    randomise(head, 3)
+    sb = tmp_path / "sb"
+    sb.mkdir()
+    torch.save(enc.state_dict(), sb / "embedding_model.ckpt")
+    torch.save(head.state_dict(), sb / "classifier.ckpt")
+    write_label_encoder(sb / "label_encoder.txt", names[::-1])  # SpeechBrain saw them reversed
+    cfg = ClassifierRecipe(
+        data_folder=str(tiny_dataset), output_folder=str(tmp_path / "clf"),
+        features=tiny_features, data=data,
+        trainer=TrainerConfig(epochs=0, batch_size=8, device="cpu", progress=False),
+        model=ClassifierModelConfig(arch="sb_conv2d", input="log1p_mag", embed_dim=4,
+                                    lin_neurons=8, pretrained=str(sb)))
+    train_classifier(cfg)
+    model, info = load_classifier(tmp_path / "clf" / "classifier.ckpt")
+    assert info.class_names == names and isinstance(model, SBConv2dClassifier)
+    torch.testing.assert_close(model.classifier.weight, head.weight.detach().flip(0))
+    torch.testing.assert_close(model.encoder.resblock.block[4].running_var,
+                               enc.resblock.block[4].running_var)
