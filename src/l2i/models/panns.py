@@ -172,26 +172,24 @@ class Cnn14(nn.Module):
                 "embedding": F.dropout(x, p=0.5, training=self.training)}
 
 
-def build(checkpoint: str | os.PathLike | None = None, class_names: str | os.PathLike | None = None
+def build(checkpoint: str | os.PathLike, class_names: str | os.PathLike | None = None
           ) -> tuple[Cnn14, list[str]]:
     """``(Cnn14 in eval mode with the release's weights, class names)``.
 
-    ``checkpoint``: a PANNs ``Cnn14`` ``.pth`` (``{"model": state_dict}``, 84 keys, loaded
+    ``checkpoint`` (required, so random weights are never explained by mistake; ``Cnn14()``
+    builds fresh ones): a PANNs ``Cnn14`` ``.pth`` (``{"model": state_dict}``, 84 keys, loaded
     strictly; the load report goes to stderr). The widths and the class count are read from the
-    file's shapes (the release: 64..2048 channels, 527 classes). ``None``: the published layout
-    with fresh weights. ``class_names``: a text file (one name per line) or AudioSet's
-    ``class_labels_indices.csv``; default ``class_0 .. class_{C-1}``.
+    file's shapes (the release: 64..2048 channels, 527 classes). ``class_names``: a text file
+    (one name per line) or AudioSet's ``class_labels_indices.csv``; default
+    ``class_0 .. class_{C-1}``.
     """
     import sys
 
     from l2i.models.pretrained import load_panns, read_class_names, read_panns_state
 
-    if checkpoint is None:
-        model = Cnn14()
-    else:
-        sd = read_panns_state(checkpoint)
-        model = Cnn14(*_layout(sd, str(checkpoint)))
-        print(load_panns(model, sd, str(checkpoint)).summary(), file=sys.stderr, flush=True)
+    sd = read_panns_state(checkpoint)
+    model = Cnn14(*_layout(sd, str(checkpoint)))
+    print(load_panns(model, sd, str(checkpoint)).summary(), file=sys.stderr, flush=True)
     n = model.fc_audioset.out_features
     names = (read_class_names(class_names, n) if class_names is not None
              else [f"class_{i}" for i in range(n)])

@@ -95,11 +95,20 @@ class LoadReport:
             return ", ".join(keys[:limit]) + more if keys else "none"
 
         lines = [f"pretrained weights ({self.kind}) from {self.source}:",
-                 f"  loaded  {len(self.loaded)} tensors",
+                 f"  loaded  {len(self.loaded)} tensors: {show(_groups(self.loaded))}",
                  f"  ignored {len(self.ignored)}: {show(self.ignored)}",
                  f"  dropped {len(self.dropped)}: {show(self.dropped)}",
                  f"  missing (fresh init) {len(self.missing)}: {show(self.missing)}"]
         return "\n".join(lines + [f"  note: {n}" for n in self.notes])
+
+
+def _groups(keys: list[str]) -> list[str]:
+    """``conv_block1.conv1.weight, conv_block1.norm1.bias, norm0.weight`` -> ``conv_block1.*,
+    norm0.*`` (first-level modules, in first-seen order)."""
+    seen: dict[str, None] = {}
+    for k in keys:
+        seen[k.split(".", 1)[0] + (".*" if "." in k else "")] = None
+    return list(seen)
 
 
 def _strip_module(sd: dict[str, Tensor]) -> dict[str, Tensor]:
