@@ -204,26 +204,40 @@ def _import_original_panns():
     return mod
 
 
-def test_equals_the_original_panns_code():
+def test_equals_the_original_panns_code(monkeypatch):
     orig_mod = _import_original_panns()
+    widths, init = [], orig_mod.ConvBlock.__init__
+
+    def narrow_init(self, in_channels, out_channels):  # the original's blocks, narrow (fast)
+        widths.append((in_channels, out_channels))
+        k = len(widths)
+        init(self, 1 if k == 1 else SMALL[k - 2], SMALL[k - 1])
+
+    monkeypatch.setattr(orig_mod.ConvBlock, "__init__", narrow_init)
     torch.manual_seed(0)
     orig = orig_mod.Cnn14(sample_rate=SR, window_size=1024, hop_size=320, mel_bins=64, fmin=50,
-                          fmax=14000, classes_num=527).eval()
-    ours = Cnn14().eval()
+                          fmax=14000, classes_num=527)
+    assert [w for _, w in widths] == list(panns.CHANNELS)  # the published widths
+    assert (orig.fc1.in_features, orig.fc_audioset.out_features) == (2048, 527)
+    orig.fc1, orig.fc_audioset = torch.nn.Linear(16, 16), torch.nn.Linear(16, 5)
+    ours = Cnn14(n_classes=5, channels=SMALL).eval()
     theirs = orig.state_dict()
-    assert sorted(theirs) == sorted(ours.state_dict())
+    assert sorted(theirs) == sorted(ours.state_dict())  # the same 84 names
     for k in ("spectrogram_extractor.stft.conv_real.weight",
               "spectrogram_extractor.stft.conv_imag.weight", "logmel_extractor.melW"):
         torch.testing.assert_close(ours.state_dict()[k], theirs[k], rtol=1e-5, atol=1e-6)
     sd = _random_state(ours, seed=4)
     orig.load_state_dict(sd)
     ours.load_state_dict(sd)
-    wav = torch.from_numpy(_clip(0.5, 5))[None]
-    with torch.no_grad():
+    orig.eval()
+    wav = torch.from_numpy(np.stack([_clip(0.5, 5), _clip(0.5, 6)]))
+    with torch.no_grad():  # the original forward code, run by the original module
         a, b = ours(wav), orig(wav)
         mel_theirs = orig.logmel_extractor(orig.spectrogram_extractor(wav))[:, 0]
         assert (ours.logmel(wav) - mel_theirs).abs().max() < 1e-3
     torch.testing.assert_close(a["clipwise_output"], b["clipwise_output"], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(a["embedding"], b["embedding"], rtol=1e-4, atol=1e-5)
+    assert b["clipwise_output"].std() > 0.01
 
 
 def test_module_interface_for_hooks():
