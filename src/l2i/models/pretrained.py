@@ -168,10 +168,11 @@ def map_head_rows(head: dict[str, Tensor], labels_path: Path, class_names: list[
                   source: str) -> tuple[dict[str, Tensor], str]:
     """Reorder (and select) the class rows of a head by class name.
 
-    ``head`` tensors whose first axis is SpeechBrain's class count C_sb are indexed by
-    ``[sb_index[name] for name in class_names]``; others (a BatchNorm, a hidden Linear) pass
-    unchanged. Returns (new head, a note). Refuses (L2IError) without the label file, without
-    class names, or when a class is unknown to the label file.
+    The head's top-level ``weight`` (and ``bias``), ``(C_sb, ...)`` rows in SpeechBrain's
+    order, are indexed by ``[sb_index[name] for name in class_names]``, giving ``(C, ...)``; the
+    other tensors (the ECAPA head's ``blocks.*``) pass unchanged. Returns (new head, a note).
+    Refuses (L2IError) without the label file, without class names, when a class is unknown to
+    the label file, or when the row count is not the file's class count.
     """
     if class_names is None:
         raise L2IError(f"{source}: the head's rows follow SpeechBrain's class order; the class "
