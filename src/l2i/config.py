@@ -105,16 +105,16 @@ class TrainerConfig:
 
 @dataclass
 class ClassifierModelConfig:
-    """Which classifier to build. ``input``: log1p_mel | log1p_mel_sb (SpeechBrain's mel
-    filterbank, for its pretrained CNN14) | log1p_mag."""
+    """Which classifier to build. ``input``: log1p_mel | log1p_mag."""
 
-    arch: str = "conv2d"  # conv2d | cnn14 | sb_conv2d (SpeechBrain's PIQ-ESC50 classifier)
+    arch: str = "conv2d"  # conv2d | cnn14
     input: str = "log1p_mel"
     width: int = 12  # conv2d: channels of the first block (doubles per block)
-    embed_dim: int = 256  # sb_conv2d: the encoder's channels (256 as published)
+    embed_dim: int = 256
     dropout: float = 0.2
-    # cnn14: a SpeechBrain CNN14 pair folder or a PANNs .pth; sb_conv2d: the PIQ-ESC50 folder
-    pretrained: str | None = None
+    pretrained: str | None = None  # SpeechBrain CNN14 pair folder or PANNs .pth (cnn14 only)
+    # also arch: sb_conv2d (SpeechBrain's PIQ-ESC50 conv2d, input log1p_mag, pretrained = its
+    # folder) and input: log1p_mel_sb (SpeechBrain's mel filterbank); see docs/pretrained.md
     allow_partial: bool = False  # accept dropping a head / normalisation layer of `pretrained`
     lin_neurons: int = 192  # sb_conv2d: width of the ECAPA cosine head
 
