@@ -1,7 +1,7 @@
 """Regenerate the generated parts of the docs, so they cannot drift from the code.
 
     .venv/bin/python tools/gen_docs.py          # rewrite the docs in place
-    .venv/bin/python tools/gen_docs.py --check  # exit 1 and name the stale files (the tests do this)
+    .venv/bin/python tools/gen_docs.py --check  # exit 1 naming stale files (a test runs this)
 
 Generated parts sit between ``<!-- generated: KEY -->`` and ``<!-- end generated -->`` lines;
 everything outside them is prose and left alone. Keys:

@@ -112,14 +112,18 @@ class TrainerConfig:
 
 @dataclass
 class ClassifierModelConfig:
-    """Which classifier to build. ``input``: log1p_mel | log1p_mag."""
+    """Which classifier to build (arch) and what it reads (input); see docs/pretrained.md."""
 
-    arch: Literal["conv2d", "cnn14"] = "conv2d"
-    input: Literal["log1p_mel", "log1p_mag"] = "log1p_mel"
+    arch: Literal["conv2d", "cnn14", "sb_conv2d"] = "conv2d"
+    input: Literal["log1p_mel", "log1p_mag", "log1p_mel_sb"] = "log1p_mel"
     width: int = 12  # conv2d: channels of the first block (doubles per block)
     embed_dim: int = 256
     dropout: float = 0.2
     pretrained: str | None = None  # SpeechBrain CNN14 pair folder or PANNs .pth (cnn14 only)
+    # arch sb_conv2d: SpeechBrain's PIQ-ESC50 conv2d (input log1p_mag, pretrained = its folder);
+    # input log1p_mel_sb: SpeechBrain's mel filterbank (for its CNN14 pair)
+    allow_partial: bool = False  # accept dropping a head / normalisation layer of `pretrained`
+    lin_neurons: int = 192  # sb_conv2d: width of the ECAPA cosine head
 
 
 @dataclass

@@ -106,28 +106,53 @@ def mel_filterbank(cfg: FeaturesConfig) -> Tensor:
     return fb.T.contiguous().float()  # (F, n_mels)
 
 
+def speechbrain_mel_filterbank(cfg: FeaturesConfig) -> Tensor:
+    """SpeechBrain's frozen triangular ``Filterbank`` (``log_mel=False``), ``(F, n_mels)``.
+
+    Same HTK mel points as :func:`mel_filterbank`, but each triangle is symmetric around its
+    centre ``hz[m + 1]`` with half-width ``hz[m + 1] - hz[m]`` (the distance to the *lower*
+    point), over the grid ``linspace(0, sample_rate // 2, F)``, in float32 as SpeechBrain
+    computes it: what SpeechBrain's CNN14 (``fpaissan/r``) was trained on (REFERENCE_RECIPE §2.2).
+    """
+    f_max = cfg.f_max if cfg.f_max is not None else cfg.sample_rate / 2
+    mel = torch.linspace(float(hz_to_mel(cfg.f_min)), float(hz_to_mel(f_max)), cfg.n_mels + 2)
+    hz = 700.0 * (10.0 ** (mel / 2595.0) - 1.0)  # (n_mels + 2,) float32
+    band = (hz[1:] - hz[:-1])[:-1, None]  # (n_mels, 1)
+    centre = hz[1:-1, None]
+    freqs = torch.linspace(0, cfg.sample_rate // 2, cfg.n_freq)[None]  # (1, F)
+    slope = (freqs - centre) / band  # (n_mels, F)
+    fb = torch.clamp(torch.minimum(slope + 1.0, 1.0 - slope), min=0.0)
+    return fb.T.contiguous()  # (F, n_mels)
+
+
+MEL_KINDS = {"log1p_mel": mel_filterbank, "log1p_mel_sb": speechbrain_mel_filterbank}
+KINDS = (*MEL_KINDS, "log1p_mag")
+
+
 class Frontend(nn.Module):
     """Classifier input from a linear magnitude spectrogram.
 
     ``kind='log1p_mel'``: ``log1p(|X| @ mel_fb)`` -> ``(B, T, n_mels)``;
+    ``kind='log1p_mel_sb'``: the same with SpeechBrain's filterbank
+    (:func:`speechbrain_mel_filterbank`, for SpeechBrain's pretrained CNN14);
     ``kind='log1p_mag'``: ``log1p(|X|)`` -> ``(B, T, F)``. Input ``mag (B, T, F)``.
     Taking the magnitude (not the waveform) lets a mask on ``|X|`` feed the classifier directly.
     """
 
     def __init__(self, cfg: FeaturesConfig, kind: str = "log1p_mel") -> None:
         super().__init__()
-        if kind not in ("log1p_mel", "log1p_mag"):
-            raise ValueError(f"classifier input must be log1p_mel or log1p_mag, got {kind!r}")
+        if kind not in KINDS:
+            raise ValueError(f"classifier input must be one of {', '.join(KINDS)}, got {kind!r}")
         self.kind = kind
-        fb = mel_filterbank(cfg) if kind == "log1p_mel" else torch.empty(0)
+        fb = MEL_KINDS[kind](cfg) if kind in MEL_KINDS else torch.empty(0)
         self.register_buffer("fb", fb, persistent=False)
 
     @property
     def n_out(self) -> int:
-        return self.fb.shape[1] if self.kind == "log1p_mel" else -1
+        return self.fb.shape[1] if self.kind in MEL_KINDS else -1
 
     def forward(self, mag: Tensor) -> Tensor:
-        if self.kind == "log1p_mel":
+        if self.kind in MEL_KINDS:
             return torch.log1p(mag @ self.fb.to(mag.dtype))  # (B, T, n_mels)
         return torch.log1p(mag)  # (B, T, F)
 

@@ -23,6 +23,8 @@ Checkpoint format (``classifier.ckpt``, a plain dict, loadable with ``weights_on
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,12 +34,12 @@ from torch import Tensor, nn
 
 from l2i.config import ClassifierModelConfig, FeaturesConfig, from_dict
 from l2i.errors import L2IError
-from l2i.features import Frontend
+from l2i.features import MEL_KINDS, Frontend
 from l2i.fileio import check_record, read_checkpoint
 
 CKPT_FORMAT = "l2i-classifier"
 CKPT_VERSION = 1
-ARCHS = ("conv2d", "cnn14")
+ARCHS = ("conv2d", "cnn14", "sb_conv2d")
 
 
 class AudioClassifier(nn.Module):
@@ -63,7 +65,7 @@ class AudioClassifier(nn.Module):
 
 def input_bins(model_cfg: ClassifierModelConfig, features: FeaturesConfig) -> int:
     """Number of frequency bins of the network input (n_mels or n_fft // 2 + 1)."""
-    if model_cfg.input == "log1p_mel":
+    if model_cfg.input in MEL_KINDS:
         return features.n_mels
     return features.n_freq  # log1p_mag (model.input is a Literal, checked by the config)
 
@@ -82,30 +84,52 @@ class ClassifierInfo:
 
 
 def build_classifier(model_cfg: ClassifierModelConfig, features: FeaturesConfig,
-                     n_classes: int, load_pretrained: bool = True) -> AudioClassifier:
+                     n_classes: int, load_pretrained: bool = True,
+                     class_names: list[str] | None = None,
+                     log: Callable[[str], None] | None = None) -> AudioClassifier:
     """A fresh classifier for ``model_cfg.arch``.
 
-    With ``model_cfg.pretrained`` set (and ``load_pretrained``), backbone weights are loaded
-    from a SpeechBrain CNN14 pair or a PANNs ``.pth`` (see :mod:`l2i.models.pretrained`).
+    With ``model_cfg.pretrained`` set (and ``load_pretrained``), weights are loaded from a
+    SpeechBrain CNN14 / conv2d pair or a PANNs ``.pth`` (see :mod:`l2i.models.pretrained`);
+    ``class_names`` (the data's, in label order) map a pretrained head's rows by name. The load
+    report (loaded / ignored / dropped / missing) goes to ``log`` (default: stderr).
     """
     if n_classes < 2:
         raise L2IError(f"a classifier needs at least 2 classes, got {n_classes}")
-    n_in = input_bins(model_cfg, features)
-    if model_cfg.arch == "conv2d":
-        from l2i.models.conv2d import Conv2dClassifier
-        model: AudioClassifier = Conv2dClassifier(features, n_classes, input=model_cfg.input,
-                                                  width=model_cfg.width,
-                                                  embed_dim=model_cfg.embed_dim,
-                                                  dropout=model_cfg.dropout)
-    elif model_cfg.arch == "cnn14":
-        from l2i.models.cnn14 import CNN14
-        model = CNN14(features, n_classes, input=model_cfg.input,
-                      embed_dim=model_cfg.embed_dim, dropout=model_cfg.dropout)
-    assert n_in > 0
+    if class_names is not None and len(class_names) != n_classes:
+        raise L2IError(f"{len(class_names)} class names for {n_classes} classes")
+    model = _new_model(model_cfg, features, n_classes)
     if model_cfg.pretrained and load_pretrained:
         from l2i.models.pretrained import load_pretrained as _load
-        _load(model, model_cfg.pretrained)
+        report = _load(model, model_cfg.pretrained, class_names=class_names,
+                       allow_partial=model_cfg.allow_partial)
+        (log or _stderr)(report.summary())
     return model
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _new_model(model_cfg: ClassifierModelConfig, features: FeaturesConfig,
+               n_classes: int) -> AudioClassifier:
+    if model_cfg.arch == "conv2d":
+        from l2i.models.conv2d import Conv2dClassifier
+        return Conv2dClassifier(features, n_classes, input=model_cfg.input,
+                                width=model_cfg.width, embed_dim=model_cfg.embed_dim,
+                                dropout=model_cfg.dropout)
+    if model_cfg.arch == "cnn14":
+        from l2i.models.cnn14 import CNN14
+        return CNN14(features, n_classes, input=model_cfg.input,
+                     embed_dim=model_cfg.embed_dim, dropout=model_cfg.dropout)
+    if model_cfg.arch == "sb_conv2d":
+        if model_cfg.input != "log1p_mag":
+            raise L2IError("model.arch sb_conv2d reads log1p magnitudes as published: set "
+                           f"model.input: log1p_mag (got {model_cfg.input!r})")
+        from l2i.models.speechbrain_conv2d import SBConv2dClassifier
+        return SBConv2dClassifier(features, n_classes, dim=model_cfg.embed_dim,
+                                  lin_neurons=model_cfg.lin_neurons)
+    raise L2IError(f"unknown model.arch {model_cfg.arch!r}: use one of {', '.join(ARCHS)}")
 
 
 def classifier_dict(model: AudioClassifier, model_cfg: ClassifierModelConfig,

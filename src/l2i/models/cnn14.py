@@ -35,21 +35,27 @@ EMBED = 2048
 
 
 class Cnn14ConvBlock(nn.Module):
-    """``[conv3x3 -> BN -> ReLU] x 2`` then average pooling ``pool`` (time, freq)."""
+    """``[conv3x3 -> BN -> ReLU] x 2`` then average pooling ``pool`` (time, freq).
 
-    def __init__(self, c_in: int, c_out: int, pool: tuple[int, int]) -> None:
+    ``norm``: the BatchNorms' attribute prefix, ``norm`` (SpeechBrain: ``norm1``, ``norm2``) or
+    ``bn`` (PANNs: ``bn1``, ``bn2``), so either's state dict loads with its own key names.
+    """
+
+    def __init__(self, c_in: int, c_out: int, pool: tuple[int, int], norm: str = "norm") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.norm1 = nn.BatchNorm2d(c_out)
-        self.norm2 = nn.BatchNorm2d(c_out)
+        setattr(self, f"{norm}1", nn.BatchNorm2d(c_out))
+        setattr(self, f"{norm}2", nn.BatchNorm2d(c_out))
+        self._norm = norm
         self.pool_size = pool
         nn.init.xavier_uniform_(self.conv1.weight)
         nn.init.xavier_uniform_(self.conv2.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = nn.functional.relu_(self.norm1(self.conv1(x)))
-        x = nn.functional.relu_(self.norm2(self.conv2(x)))
+        norm1, norm2 = getattr(self, f"{self._norm}1"), getattr(self, f"{self._norm}2")
+        x = nn.functional.relu_(norm1(self.conv1(x)))
+        x = nn.functional.relu_(norm2(self.conv2(x)))
         if self.pool_size != (1, 1):
             x = nn.functional.avg_pool2d(x, self.pool_size)
         return x
@@ -69,7 +75,7 @@ class CNN14(AudioClassifier):
         self.channels = tuple(channels)
         top = self.channels[-1]
         self.frontend = make_frontend(features, input)
-        n_in = features.n_mels if input == "log1p_mel" else features.n_freq
+        n_in = features.n_freq if input == "log1p_mag" else features.n_mels
         self.n_classes = n_classes
         self.norm0 = nn.BatchNorm2d(n_in)
         c_in = 1

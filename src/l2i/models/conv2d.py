@@ -68,7 +68,7 @@ class Conv2dClassifier(AudioClassifier):
         if width < 1 or embed_dim < 1:
             raise ValueError(f"width and embed_dim must be positive, got {width}, {embed_dim}")
         self.frontend = make_frontend(features, input)
-        n_in = features.n_mels if input == "log1p_mel" else features.n_freq
+        n_in = features.n_freq if input == "log1p_mag" else features.n_mels
         self.n_classes = n_classes
         self.norm0 = nn.BatchNorm2d(n_in)
         w = width

@@ -308,7 +308,7 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
 
     if not cfg.data_folder:
         raise ConfigError("data_folder is empty: pass --data_folder DATA")
-    if cfg.model.arch == "cnn14" and cfg.model.input != "log1p_mel":
+    if cfg.model.arch == "cnn14" and cfg.model.input == "log1p_mag":
         print("note: cnn14 on log1p_mag input (513 bins) is slow; log1p_mel is the usual input",
               file=sys.stderr)
     out = Path(cfg.output_folder)
@@ -325,7 +325,8 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
 
     tr = cfg.trainer
     L.seed_everything(tr.seed, workers=True, verbose=False)  # the initial weights too
-    model = build_classifier(cfg.model, cfg.features, index.n_classes)
+    model = build_classifier(cfg.model, cfg.features, index.n_classes,
+                             class_names=index.class_names)
     train_dl = _loader(splits["train"], tr.batch_size, True, tr.num_workers, tr.seed)
     valid_dl = _loader(splits["valid"], tr.batch_size, False, tr.num_workers, tr.seed)
     steps = max(1, math.ceil(len(train_dl) / max(1, tr.devices)))
