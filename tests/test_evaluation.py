@@ -299,7 +299,7 @@ def test_evaluate_errors(tmp_path, tiny_ckpt, tiny_dataset, tiny_features, class
         evaluate(_recipe(tiny_ckpt, tiny_dataset, tmp_path / "o", contamination="babble"))
     other = _interpreter(tiny_features, ["cat"] + class_names[1:])
     save_interpreter(tmp_path / "other.ckpt", other)
-    with pytest.raises(DataError, match="unknown to the model"):
+    with pytest.raises(DataError, match=r"label 'up_chirp' is not a class of the model"):
         evaluate(_recipe(tmp_path / "other.ckpt", tiny_dataset, tmp_path / "o"))
     assert not (tmp_path / "o" / "metrics.json").exists()
 

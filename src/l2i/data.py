@@ -124,7 +124,8 @@ Problem = tuple[str, str]  # (kind, "where: what is wrong -> what to do")
 def load_dataset(data_folder: str | os.PathLike, cfg: DataConfig, check_files: bool = True, *,
                  sample_rate: int | None = None, cache_dir: str | os.PathLike | None = None,
                  splits: tuple[str, ...] = SPLITS, known_classes: list[str] | None = None,
-                 random_crop: bool = False, progress: bool = False) -> DatasetIndex:
+                 n_classes: int | None = None, random_crop: bool = False,
+                 progress: bool = False) -> DatasetIndex:
     """Index and check a dataset; raise ONE DataError listing every problem found.
 
     Every row is checked (columns, folds, labels, duplicates, requested folds that hold no
@@ -133,7 +134,8 @@ def load_dataset(data_folder: str | os.PathLike, cfg: DataConfig, check_files: b
     ``splits`` is also decoded up front, straight into the audio cache (see :func:`load_split`,
     which then returns the decoded split without decoding again), so undecodable, truncated
     and NaN files join the same error. ``known_classes``: the classes a model knows; a clip of
-    ``splits`` with another label is a problem.
+    ``splits`` with another label is a problem. ``n_classes``: the number of classes a model
+    has; another count is a problem, and then nothing is decoded (the wrong dataset).
     """
     root = Path(data_folder)
     if not str(data_folder) or not root.is_dir():
@@ -152,9 +154,14 @@ def load_dataset(data_folder: str | os.PathLike, cfg: DataConfig, check_files: b
     clips = [c for s in splits for c in index.split(s)]
     if known_classes is not None:
         _check_known(index, clips, list(known_classes), problems)
+    wrong_count = n_classes is not None and index.n_classes != n_classes
+    if wrong_count:
+        problems.append(("class count", f"the dataset has {index.n_classes} classes but the "
+                         f"model was trained on {n_classes} -> use the data (and data.esc10 "
+                         "setting) the model was trained on"))
     if check_files:
         bad = _probe_files(clips, problems)
-        for s in splits if sample_rate is not None else ():
+        for s in splits if sample_rate is not None and not wrong_count else ():
             if index.split(s):
                 _decode_up_front(index, s, cfg, sample_rate, cache_dir, random_crop, bad,
                                  progress, problems)

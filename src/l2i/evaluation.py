@@ -330,7 +330,8 @@ def evaluate(cfg: EvaluateRecipe) -> str:
     fcfg: FeaturesConfig = explainer.features
     sr = int(fcfg.sample_rate)
 
-    index = load_dataset(cfg.data_folder, data_cfg)
+    index = load_dataset(cfg.data_folder, data_cfg, sample_rate=sr, splits=("test",),
+                         known_classes=explainer.class_names)
     label_map = _label_map(list(index.class_names), explainer.class_names, cfg.data_folder)
     out = Path(cfg.output_folder)
     out.mkdir(parents=True, exist_ok=True)

@@ -418,7 +418,8 @@ def _rank() -> int:
 
 
 def check_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, dict, Any]:
-    """The checks that must fail within seconds, before any audio is decoded.
+    """The checks that must fail within seconds, then the dataset check (one DataError
+    listing every problem; rank 0 decodes every clip into the audio cache for it).
 
     Returns ``(classifier checkpoint dict, classifier, W (F, K), nmf features, dataset index)``.
     """
@@ -462,11 +463,10 @@ def check_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, dict, Any]:
         raise L2IError(f"NMF dictionary {cfg.nmf} has {W.shape[0]} frequency bins but the "
                        f"classifier's STFT (n_fft {info.features.n_fft}) has "
                        f"{info.features.n_freq}: learn the dictionary with the same n_fft")
-    index = load_dataset(cfg.data_folder, cfg.data)
-    if index.n_classes != info.n_classes:
-        raise L2IError(f"dataset {cfg.data_folder} has {index.n_classes} classes but classifier "
-                       f"{cfg.classifier_ckpt} was trained on {info.n_classes}: use the data "
-                       "(and data.esc10 setting) the classifier was trained on")
+    index = load_dataset(cfg.data_folder, cfg.data, progress=cfg.trainer.progress,
+                         n_classes=info.n_classes,
+                         sample_rate=info.features.sample_rate if _rank() == 0 else None,
+                         cache_dir=Path(cfg.output_folder) / "cache" / "audio")
     return record, classifier, W, info, index
 
 

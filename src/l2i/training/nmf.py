@@ -101,10 +101,11 @@ def train_nmf(cfg: NMFRecipe) -> str:
     save_config(cfg, out / "config.yaml")
     t0 = time.perf_counter()
 
-    index = load_dataset(cfg.data_folder, cfg.data)
-    print(index.summary())
     cache = out / "cache" if cfg.data.cache else None
     sr = cfg.features.sample_rate
+    index = load_dataset(cfg.data_folder, cfg.data, sample_rate=sr, cache_dir=cache,
+                         splits=("train", "valid"))
+    print(index.summary())
     train = load_split(index, "train", cfg.data, sr, cache)
     # mini-batch mode streams the frames from disk: host memory stays bounded
     on_disk = out / "cache" / "frames-train.npy" if cfg.nmf.batch_frames else None
