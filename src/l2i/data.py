@@ -37,6 +37,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -59,6 +60,7 @@ SPLITS = ("train", "valid", "test")
 FORMATS = ("esc50", "csv", "folders")
 HASH_FOLDS = 5
 CACHE_VERSION = 1
+T = TypeVar("T")
 MAX_LISTED = 20  # problems of one kind listed before "... and N more"
 
 
@@ -118,6 +120,18 @@ class ClipArrays:
 
 
 # --------------------------------------------------------------------------- indexing
+def with_absolute_data_folder(cfg: T) -> T:
+    """``cfg`` with ``data_folder`` made absolute (against the current directory).
+
+    Every training command calls this first, so the ``config.yaml`` and the recipe stored in
+    its checkpoint name the data wherever they are read from later (``l2i evaluate CKPT``
+    without ``--data_folder``, from another directory). An empty folder stays empty.
+    """
+    if not getattr(cfg, "data_folder", ""):
+        return cfg
+    return replace(cfg, data_folder=str(Path(cfg.data_folder).expanduser().resolve()))
+
+
 Problem = tuple[str, str]  # (kind, "where: what is wrong -> what to do")
 
 
@@ -139,9 +153,10 @@ def load_dataset(data_folder: str | os.PathLike, cfg: DataConfig, check_files: b
     """
     root = Path(data_folder)
     if not str(data_folder) or not root.is_dir():
-        raise DataError(f"data folder {str(data_folder)!r} not found: set --data_folder to a "
-                        "folder in the ESC-50 layout (meta/esc50.csv + audio/), a folder with one "
-                        "sub-folder per class, or the folder of a CSV manifest")
+        tried = f" (tried {root.resolve()})" if str(data_folder) and not root.is_absolute() else ""
+        raise DataError(f"data folder {str(data_folder)!r}{tried} not found: set --data_folder "
+                        "to a folder in the ESC-50 layout (meta/esc50.csv + audio/), a folder "
+                        "with one sub-folder per class, or the folder of a CSV manifest")
     _check_config(cfg)
     problems: list[Problem] = []
     if cfg.format == "esc50":

@@ -298,7 +298,7 @@ def peak_rss_mb() -> float:
 # --------------------------------------------------------------------------- commands
 def train_classifier(cfg: ClassifierRecipe) -> str:
     """``l2i train-classifier RECIPE --data_folder D --output_folder O``; returns a summary."""
-    from l2i.data import load_dataset, load_split
+    from l2i.data import load_dataset, load_split, with_absolute_data_folder
     from l2i.training.common import (
         best_checkpoint_path,
         build_trainer,
@@ -308,6 +308,7 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
 
     if not cfg.data_folder:
         raise ConfigError("data_folder is empty: pass --data_folder DATA")
+    cfg = with_absolute_data_folder(cfg)  # config.yaml and checkpoints name it from anywhere
     if cfg.model.arch == "cnn14" and cfg.model.input != "log1p_mel":
         print("note: cnn14 on log1p_mag input (513 bins) is slow; log1p_mel is the usual input",
               file=sys.stderr)

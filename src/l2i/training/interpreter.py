@@ -513,6 +513,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
 
     Returns the path of ``l2i.ckpt`` (on rank 0; other DDP ranks return an empty string).
     """
+    from l2i.data import with_absolute_data_folder
     from l2i.training.common import (
         best_checkpoint_path,
         build_trainer,
@@ -521,6 +522,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     )
 
     t0 = time.time()
+    cfg = with_absolute_data_folder(cfg)  # the recipe stored in l2i.ckpt names it from anywhere
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the classifier
     out = Path(cfg.output_folder)
     rank = _rank()

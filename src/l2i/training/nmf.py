@@ -84,7 +84,7 @@ def train_nmf(cfg: NMFRecipe) -> str:
     ``nmf.pt`` (choose a new folder or delete it: a dictionary is never silently replaced, since
     interpreters trained on it would no longer match).
     """
-    from l2i.data import load_dataset, load_split
+    from l2i.data import load_dataset, load_split, with_absolute_data_folder
     from l2i.training.common import torch_device
 
     out = Path(cfg.output_folder)
@@ -96,6 +96,7 @@ def train_nmf(cfg: NMFRecipe) -> str:
     if not cfg.data_folder:
         raise L2IError("train-nmf needs --data_folder (the dataset whose training frames the "
                        "dictionary is learnt on)")
+    cfg = with_absolute_data_folder(cfg)  # config.yaml and nmf.json name it from anywhere
     device = torch_device(cfg.nmf.device)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
