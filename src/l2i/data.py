@@ -61,7 +61,7 @@ FORMATS = ("esc50", "csv", "folders")
 HASH_FOLDS = 5
 CACHE_VERSION = 1
 T = TypeVar("T")
-MAX_LISTED = 20  # problems of one kind listed before "... and N more"
+MAX_LISTED = 20  # problems listed in one DataError before "... and N more"
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,8 @@ class DatasetIndex:
     valid: list[Clip]
     test: list[Clip]
     root: Path
-    decoded: dict[str, ClipArrays] = field(default_factory=dict, repr=False)  # load_dataset's
+    # splits decoded by load_dataset's check, returned by load_split (key: split + settings)
+    decoded: dict[str, ClipArrays] = field(default_factory=dict, repr=False)
 
     def split(self, name: str) -> list[Clip]:
         if name not in SPLITS:
@@ -538,24 +539,8 @@ def _decode_split(index: DatasetIndex, split: str, data_cfg: DataConfig, sample_
                if tmp is not None else np.empty((len(clips), n_samples), np.float32))  # (N, S)
     else:
         out = [None] * len(clips)
-    errors: list[str] = []
-
-    def job(i: int) -> None:
-        if clips[i].id in skip:
-            return
-        try:
-            x = decode(clips[i])  # a silent clip warns (from the worker thread)
-            out[i] = None if check_only else x
-        except DataError as err:
-            errors.append(str(err))
-
-    workers = workers or min(4, os.cpu_count() or 1)
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
-                total=len(clips), desc=f"decode {split}", unit="clip", disable=not progress,
-                leave=False) as bar:
-            for _ in pool.map(job, range(len(clips))):
-                bar.update(1)
+        errors = _decode_all(clips, decode, out, skip, check_only, workers, progress, split)
         if errors or check_only:
             return None, sorted(errors)
         if not fixed:
@@ -569,6 +554,30 @@ def _decode_split(index: DatasetIndex, split: str, data_cfg: DataConfig, sample_
         if tmp is not None and tmp.exists():
             tmp.unlink()
     return result(np.load(path, mmap_mode="r")), []
+
+
+def _decode_all(clips: list[Clip], decode, out, skip: set[str], check_only: bool,
+                workers: int | None, progress: bool, split: str) -> list[str]:
+    """Decode ``clips`` into ``out[i]`` in a small thread pool; returns the error messages."""
+    errors: list[str] = []
+
+    def job(i: int) -> None:
+        if clips[i].id in skip:
+            return
+        try:
+            x = decode(clips[i])  # a silent clip warns (from the worker thread)
+            if not check_only:
+                out[i] = x
+        except DataError as err:
+            errors.append(str(err))
+
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
+            total=len(clips), desc=f"decode {split}", unit="clip", disable=not progress,
+            leave=False) as bar:
+        for _ in pool.map(job, range(len(clips))):
+            bar.update(1)
+    return errors
 
 
 def _raise_errors(errors: list[str], split: str) -> None:
