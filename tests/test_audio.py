@@ -12,6 +12,7 @@ from l2i.audio import (
     fit_length,
     load_audio,
     peak_normalize,
+    probe_audio,
     read_audio,
     resample,
     write_wav,
@@ -221,3 +222,38 @@ def test_peak_normalize_is_per_clip():
     out = peak_normalize(x)
     np.testing.assert_allclose(np.abs(out).max(axis=1), [1.0, 1.0], atol=1e-5)
     np.testing.assert_allclose(out[0], peak_normalize(x[0]))
+
+
+def _truncate(path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+def test_truncated_wav_found_by_its_header(tmp_path):
+    x = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    sf.write(tmp_path / "t.wav", x, 16000, subtype="PCM_16")
+    probe_audio(tmp_path / "t.wav")  # complete: fine
+    _truncate(tmp_path / "t.wav")  # libsndfile would read the first half without a word
+    for check in (probe_audio, read_audio):
+        with pytest.raises(DataError, match=r"t\.wav is truncated: its header declares 32000 "
+                                            r"bytes .*replace it with a complete copy"):
+            check(tmp_path / "t.wav")
+
+
+def test_truncated_flac_found_by_decoding(tmp_path):
+    x = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    sf.write(tmp_path / "t.flac", x, 16000)
+    _truncate(tmp_path / "t.flac")
+    assert probe_audio(tmp_path / "t.flac").frames == 16000  # the header alone looks fine
+    with pytest.raises(DataError, match=r"t\.flac breaks off while decoding .*truncated"):
+        read_audio(tmp_path / "t.flac")
+
+
+def test_probe_refuses_what_read_refuses(tmp_path):
+    (tmp_path / "e.wav").write_bytes(b"")
+    (tmp_path / "g.wav").write_bytes(b"not audio" * 50)
+    sf.write(tmp_path / "z.wav", np.zeros(0, np.float32), 16000)
+    for name, msg in (("e.wav", "is empty"), ("g.wav", "cannot decode"),
+                      ("z.wav", "holds no samples"), ("nope.wav", "not found")):
+        with pytest.raises(DataError, match=msg):
+            probe_audio(tmp_path / name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -101,17 +102,21 @@ def test_all_problems_reported_at_once(tmp_path):
     with pytest.raises(DataError) as err:
         load_dataset(tmp_path, _cfg(test_folds=[3, 7]))
     msg = str(err.value)
-    for expected in ("duplicate row", "1-a-A-0.wav", "bad value", "fold='x'", "target='-2'",
-                     "'wolf' here but 'dog'", "missing", "2-b-A-1.wav", "3-f-A-0.wav",
-                     "test fold(s) [7] do not exist", "absent from the training split: cat"):
+    for expected in ("line 3: 1-a-A-0.wav is listed twice -> remove", "line 5: filename=",
+                     "fold='x'", "line 6: filename='3-d-A-2.wav' fold='3' target='-2'",
+                     "line 7: target 0 is 'wolf' here but 'dog'",
+                     "2-b-A-1.wav not found", "3-e-A-0.wav not found", "3-f-A-0.wav not found",
+                     "test fold(s) [7] hold no clips",
+                     "class 'cat' has no clip in the training split"):
         assert expected in msg, expected
-    assert msg.count("\n  - ") == 5  # bad values, duplicates, missing, fold 7, class cat
+    # one entry per row/file: 3 bad rows, 1 duplicate, 3 missing files, fold 7, class cat
+    assert "has 9 problem(s)" in msg and msg.count("\n  - ") == 9
 
 
 def test_empty_split_and_unknown_fold(tmp_path):
     _three_class(tmp_path)
-    with pytest.raises(DataError, match=r"(?s)valid fold\(s\) \[5\] do not exist.*valid split is "
-                                        r"empty"):
+    with pytest.raises(DataError, match=r"valid fold\(s\) \[5\] hold no clips .*"
+                                        r"set --data.valid_folds"):
         load_dataset(tmp_path, _cfg(valid_folds=[5]))
 
 
@@ -136,7 +141,7 @@ def test_manifest_with_folds_paths_relative_to_csv(tmp_path):
                      test_folds=[])
     manifest.write_text("path,label,fold\nwav/x1.flac,bird,1\nwav/x2.flac,airplane,1\n"
                         "wav/x3.flac,bird,2\nwav/x1.flac,airplane,2\n")
-    with pytest.raises(DataError, match=r"duplicate row.*line 5: wav/x1\.flac"):
+    with pytest.raises(DataError, match=r"m\.csv line 5: wav/x1\.flac is listed twice"):
         load_dataset(tmp_path, cfg)
     manifest.write_text("path,label,fold\nwav/x1.flac,bird,1\nwav/x2.flac,airplane,1\n"
                         "wav/x3.flac,bird,2\n")
@@ -171,7 +176,8 @@ def test_manifest_errors(tmp_path):
     with pytest.raises(DataError, match=r"lacks column\(s\) \['path'\]"):
         load_dataset(tmp_path, DataConfig(format="csv", manifest="m.csv"))
     (tmp_path / "m.csv").write_text("path,label,fold\na.wav,,1\nb.wav,y,one\n")
-    with pytest.raises(DataError, match=r"2 bad value\(s\)"):
+    with pytest.raises(DataError, match=r"(?s)2 problem.*line 2: path='a.wav' label=''.*"
+                                        r"line 3: .*fold='one'"):
         load_dataset(tmp_path, DataConfig(format="csv", manifest="m.csv"))
 
 
@@ -192,7 +198,7 @@ def test_folders_errors(tmp_path):
     with pytest.raises(DataError, match="has no sub-folders"):
         load_dataset(tmp_path, DataConfig(format="folders"))
     (tmp_path / "empty_class").mkdir()
-    with pytest.raises(DataError, match=r"without audio files .*empty_class"):
+    with pytest.raises(DataError, match=r"class folder empty_class/ holds no audio file"):
         load_dataset(tmp_path, DataConfig(format="folders"))
 
 
@@ -244,7 +250,9 @@ def test_cache_disabled_and_random_crop_cached_as_center(tmp_path):
     x = np.linspace(-1, 1, 800, dtype=np.float32)
     sf.write(root / "audio" / "1-a-A-0.wav", x, SR, subtype="FLOAT")
     cfg = _cfg(duration_s=0.05, crop="random", normalize="none", cache=False)
-    arr = load_split(load_dataset(root, cfg), "train", cfg, SR, tmp_path / "c", progress=False)
+    with pytest.warns(UserWarning, match="crop random: this stage reads the centre window"):
+        arr = load_split(load_dataset(root, cfg), "train", cfg, SR, tmp_path / "c",
+                         progress=False)
     assert type(arr.wavs) is np.ndarray and not (tmp_path / "c").exists()
     np.testing.assert_allclose(arr.wavs[0], x[200:600], atol=1e-6)  # center crop
 
@@ -270,7 +278,7 @@ def test_decode_errors_listed_together(tmp_path):
     (root / "audio" / "1-0-A-0.wav").write_bytes(b"")
     (root / "audio" / "1-12-A-12.wav").write_bytes(b"garbage" * 20)
     cfg = _cfg()
-    index = load_dataset(root, cfg)
+    index = load_dataset(root, cfg, check_files=False)  # load_split checks on its own too
     with pytest.raises(DataError, match=r"2 clip\(s\) of the train split cannot be used") as err:
         load_split(index, "train", cfg, SR, tmp_path / "c", progress=False)
     assert "is empty" in str(err.value) and "cannot decode" in str(err.value)
@@ -309,3 +317,126 @@ def test_esc10_round_trip(tmp_path):
     arr = load_split(small, "test", cfg, 16000, tmp_path / "c", progress=False)
     assert arr.wavs.shape == (4, 80000)
     shutil.rmtree(tmp_path / "c")
+
+
+# --------------------------------------------------------------------------- one-pass check
+def _broken(root: Path) -> Path:
+    """_three_class with one missing, one truncated, one NaN and one corrupt file."""
+    _three_class(root)
+    audio = root / "audio"
+    (audio / "1-0-A-0.wav").unlink()  # train: missing
+    x = np.full(4000, 0.1, np.float32)
+    sf.write(audio / "2-0-A-0.wav", x, SR, subtype="PCM_16")
+    data = (audio / "2-0-A-0.wav").read_bytes()
+    (audio / "2-0-A-0.wav").write_bytes(data[:len(data) // 2])  # valid: truncated wav
+    x[7] = np.nan
+    sf.write(audio / "3-12-A-12.wav", x, SR, subtype="FLOAT")  # test: NaN sample
+    (audio / "3-41-A-41.wav").write_bytes(b"RIFF" + bytes(200))  # test: corrupt
+    return root
+
+
+def test_missing_truncated_nan_corrupt_in_one_error(tmp_path):
+    root = _broken(tmp_path / "d")
+    cfg = _cfg()
+    with pytest.raises(DataError) as err:
+        load_dataset(root, cfg, sample_rate=SR, cache_dir=tmp_path / "c")
+    msg = str(err.value)
+    assert "has 4 problem(s), all found in one pass" in msg
+    for expected in (r"1-0-A-0\.wav not found", r"2-0-A-0\.wav is truncated",
+                     r"3-12-A-12\.wav contains NaN", r"cannot decode audio file \S*3-41-A-41"):
+        assert re.search(expected, msg), expected
+    assert not list((tmp_path / "c").glob("**/*.tmp"))
+
+
+def test_nan_found_by_the_up_front_decode_only(tmp_path):
+    root = _three_class(tmp_path / "d")
+    x = np.full(800, 0.1, np.float32)
+    x[3] = np.nan
+    sf.write(root / "audio" / "2-0-A-0.wav", x, SR, subtype="FLOAT")
+    load_dataset(root, _cfg())  # headers only: a NaN needs decoding
+    with pytest.raises(DataError, match=r"2-0-A-0\.wav contains NaN"):
+        load_dataset(root, _cfg(), sample_rate=SR)
+
+
+def test_long_problem_list_is_capped_with_a_count(tmp_path):
+    rows = [(f"{f}-{i}-A-0.wav", f, 0, "dog", True) for f in (1, 2, 3) for i in range(12)]
+    _esc(tmp_path, rows, make_audio=False)
+    _wav(tmp_path / "audio" / "1-0-A-0.wav")
+    rows.append(("3-x-A-0.wav", "three", 0, "dog", True))
+    _esc(tmp_path, rows, make_audio=False)
+    with pytest.raises(DataError) as err:
+        load_dataset(tmp_path, _cfg())
+    msg = str(err.value)
+    assert "has 36 problem(s)" in msg and msg.count("\n  - ") == data_mod.MAX_LISTED
+    assert msg.rstrip().endswith("... and 16 more (16 missing audio file)")
+    assert msg.index("fold='three'") < msg.index("not found")  # rows before files
+
+
+def test_unknown_labels_and_empty_category_listed(tmp_path):
+    rows = [(f"{f}-{t}-A-{t}.wav", f, t, c, True)
+            for f in (1, 2, 3) for t, c in ((0, "dog"), (1, "cat"))]
+    _esc(tmp_path, rows + [("3-9-A-9.wav", 3, 9, "", True)])
+    with pytest.raises(DataError) as err:
+        load_dataset(tmp_path, _cfg(), splits=("test",), known_classes=["dog", "rooster"])
+    msg = str(err.value)
+    assert "has 2 problem(s)" in msg
+    assert "line 8: filename='3-9-A-9.wav' fold='3' target='9' category=''" in msg
+    assert "3-1-A-1.wav: label 'cat' is not a class of the model (it knows dog, rooster)" in msg
+    assert "1-1-A-1.wav" not in msg  # only the split being read must match the model
+
+
+def test_up_front_decode_fills_the_cache_each_file_decoded_once(tmp_path, monkeypatch):
+    root = _three_class(tmp_path / "d")
+    cfg, cache = _cfg(), tmp_path / "c"
+    calls = []
+    real = data_mod.load_audio
+    monkeypatch.setattr(data_mod, "load_audio", lambda p, *a, **k: calls.append(p) or
+                        real(p, *a, **k))
+    index = load_dataset(root, cfg, sample_rate=SR, cache_dir=cache)
+    splits = {s: load_split(index, s, cfg, SR, cache, progress=False) for s in data_mod.SPLITS}
+    assert sorted(calls) == sorted(c.path for s in data_mod.SPLITS for c in index.split(s))
+    assert splits["train"].wavs.shape == (3, 4000)
+    calls.clear()
+    again = load_dataset(root, cfg, sample_rate=SR, cache_dir=cache)  # cache hit: no decode
+    np.testing.assert_array_equal(load_split(again, "valid", cfg, SR, cache).wavs,
+                                  splits["valid"].wavs)
+    assert calls == []
+    memory = load_dataset(root, cfg, sample_rate=SR, splits=("test",))  # no cache dir
+    assert len(calls) == 3 and load_split(memory, "test", cfg, SR, None) is \
+        load_split(memory, "test", cfg, SR, None)
+    assert len(calls) == 3
+
+
+@pytest.mark.skipif(not ESC10.exists(), reason="ESC-10 data not present")
+def test_esc10_passes_the_full_check(tmp_path):
+    cfg = DataConfig(train_folds=[1, 2], valid_folds=[3], test_folds=[4], esc10=True)
+    index = load_dataset(ESC10, cfg)  # every row and every header (the decode is benchmarked)
+    assert len(index.train) + len(index.valid) + len(index.test) == 320
+
+
+# --------------------------------------------------------------------------- crop: random
+def test_random_crop_changes_every_epoch_and_follows_the_seed(tmp_path):
+    root = tmp_path / "d"
+    _esc(root, [("1-a-A-0.wav", 1, 0, "x", True), ("1-b-A-0.wav", 1, 0, "x", True),
+                ("2-a-A-0.wav", 2, 0, "x", True), ("3-a-A-0.wav", 3, 0, "x", True)])
+    ramp = np.linspace(0.01, 1, 8000, dtype=np.float32)  # 1 s: every window is different
+    for name in ("1-a-A-0.wav", "1-b-A-0.wav", "2-a-A-0.wav"):
+        sf.write(root / "audio" / name, ramp, SR, subtype="FLOAT")
+    cfg = _cfg(duration_s=0.25, crop="random", normalize="none")
+    index = load_dataset(root, cfg, sample_rate=SR, cache_dir=tmp_path / "c",
+                         random_crop=True)
+    train = load_split(index, "train", cfg, SR, tmp_path / "c", random_crop=True)
+    loader = torch.utils.data.DataLoader(WaveDataset(train), batch_size=2)
+
+    def epochs(seed: int) -> list[np.ndarray]:
+        torch.manual_seed(seed)
+        return [next(iter(loader))[0].numpy() for _ in range(2)]
+
+    first, second = epochs(0)
+    assert first.shape == (2, 2000) and not np.array_equal(first, second)
+    for wav in first:  # each item is a true window of the clip
+        start = int(np.argmin(np.abs(ramp - wav[0])))
+        np.testing.assert_allclose(wav, ramp[start:start + 2000], atol=1e-6)
+    np.testing.assert_array_equal(epochs(0)[0], first)  # same seed, same crops
+    valid = load_split(index, "valid", cfg, SR, tmp_path / "c")
+    np.testing.assert_allclose(valid.wavs[0], ramp[3000:5000], atol=1e-6)  # centre

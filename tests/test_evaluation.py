@@ -299,7 +299,7 @@ def test_evaluate_errors(tmp_path, tiny_ckpt, tiny_dataset, tiny_features, class
         evaluate(_recipe(tiny_ckpt, tiny_dataset, tmp_path / "o", contamination="babble"))
     other = _interpreter(tiny_features, ["cat"] + class_names[1:])
     save_interpreter(tmp_path / "other.ckpt", other)
-    with pytest.raises(DataError, match="unknown to the model"):
+    with pytest.raises(DataError, match=r"label 'up_chirp' is not a class of the model"):
         evaluate(_recipe(tmp_path / "other.ckpt", tiny_dataset, tmp_path / "o"))
     assert not (tmp_path / "o" / "metrics.json").exists()
 
@@ -356,3 +356,41 @@ def test_example_names_from_clip_ids():
     assert _safe_name("4-100003-A-0.wav") == "4-100003-A-0"
     assert _safe_name("dog/01.wav") == "dog_01" != _safe_name("cat/01.wav")
     assert _safe_name("../a b.flac") == "a_b" and _safe_name("...") == "clip"
+
+
+def test_evaluate_from_another_directory_finds_the_training_data(tmp_path, monkeypatch,
+                                                                  tiny_dataset, tiny_features,
+                                                                  class_names):
+    """Train tiny with a RELATIVE --data_folder, then evaluate from elsewhere without one."""
+    import shutil
+
+    from l2i.config import ClassifierModelConfig, L2IRecipe, TrainerConfig
+    from l2i.evaluation import evaluate
+    from l2i.models import build_classifier, save_classifier
+    from l2i.nmf import save_dictionary
+    from l2i.training.interpreter import train_interpreter
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_dataset, work / "data")
+    mc = ClassifierModelConfig(arch="conv2d", width=2, embed_dim=8)
+    torch.manual_seed(0)
+    save_classifier(work / "clf.ckpt", build_classifier(mc, tiny_features, 8), mc,
+                    tiny_features, class_names)
+    save_dictionary(work / "nmf.pt", torch.rand(tiny_features.n_freq, K), tiny_features)
+    monkeypatch.chdir(work)
+    dc = DataConfig(train_folds=[1, 2], valid_folds=[3], test_folds=[4], duration_s=1.0)
+    train_interpreter(L2IRecipe(
+        data_folder="data", classifier_ckpt="clf.ckpt", nmf="nmf.pt", output_folder="run",
+        data=dc, trainer=TrainerConfig(epochs=1, batch_size=8, device="cpu", progress=False)))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    ckpt = work / "run" / "l2i.ckpt"
+    evaluate(EvaluateRecipe(ckpt=str(ckpt), output_folder="ev", n_examples=0, device="cpu"))
+    report = json.loads((tmp_path / "elsewhere" / "ev" / "metrics.json").read_text())
+    assert report["settings"]["data_folder"] == str((work / "data").resolve())
+    assert report["counts"]["n_clips"] == 8
+    (work / "data").rename(work / "moved")
+    with pytest.raises(DataError, match=r"data folder \S+/work/data not found \(tried .*, the "
+                                        r"training data folder stored in .*l2i\.ckpt\): pass "
+                                        r"--data_folder"):
+        evaluate(EvaluateRecipe(ckpt=str(ckpt), output_folder="ev2", device="cpu"))

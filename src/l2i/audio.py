@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -121,34 +122,88 @@ def as_clips(x, batch: bool = False, what: str = "waveform",
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
+def probe_audio(path: str | os.PathLike) -> sf._SoundFileInfo:
+    """Check a file from its header only (no decoding): fast enough for every clip up front.
+
+    Returns soundfile's info (``frames``, ``samplerate``, ``channels``, ``subtype``). Raises
+    DataError for a missing, empty or unreadable file, an absurd sample rate, no samples, or a
+    WAV/AIFF whose header declares more audio than the file holds (truncated).
+    """
+    path = _existing(path)
+    try:
+        info = sf.info(str(path))
+    except Exception as err:  # libsndfile raises LibsndfileError/RuntimeError/TypeError
+        raise _undecodable(path, err) from None
+    _check_header(path, info.samplerate, info.frames, info.extra_info)
+    return info
+
+
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Decode a file at its own rate, mixed to mono. Returns ``(x (N,) float32, sample_rate)``.
 
-    Raises DataError for a missing, empty or undecodable file, an absurd sample rate
-    (outside [1000, 768000] Hz) or non-finite samples.
+    Raises DataError for everything :func:`probe_audio` refuses, for a stream that fails to
+    decode or decodes to fewer frames than its header declares (truncated), and for non-finite
+    samples. The header is read from the same open file as the samples (one pass).
     """
+    path = _existing(path)
+    try:
+        fh = sf.SoundFile(str(path))
+    except Exception as err:  # libsndfile raises LibsndfileError/RuntimeError/TypeError
+        raise _undecodable(path, err) from None
+    with fh:
+        _check_header(path, fh.samplerate, fh.frames, fh.extra_info)
+        sr, declared = fh.samplerate, fh.frames
+        try:
+            x = fh.read(dtype="float32", always_2d=True)  # (N, C)
+        except Exception as err:  # a stream that breaks off (e.g. truncated flac: lost sync)
+            raise DataError(f"audio file {path} breaks off while decoding ({err}): it is "
+                            "truncated or damaged: replace it with a complete copy or remove "
+                            "it from the dataset") from None
+    if x.shape[0] < declared:
+        raise DataError(f"audio file {path} is truncated: its header declares {declared} frames "
+                        f"but only {x.shape[0]} decode: replace it with a complete copy (an "
+                        "interrupted download or copy?) or remove it from the dataset")
+    x = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]  # (N,)
+    if not np.isfinite(x).all():
+        raise DataError(f"audio file {path} contains NaN or infinite samples: re-export it "
+                        "(float files must hold finite values) or remove it")
+    return np.ascontiguousarray(x, dtype=np.float32), int(sr)
+
+
+# libsndfile's header log, e.g. "data : 64000 (should be 31978)": a WAV/AIFF whose audio chunk
+# declares more bytes than the file holds. libsndfile then silently reads what is there.
+_SHORT_CHUNK = re.compile(r"^\s*(data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)
+
+
+def _existing(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"audio file {path} not found: check the path (and the data folder)")
     if path.stat().st_size == 0:
         raise DataError(f"audio file {path} is empty (0 bytes): remove it from the dataset or "
                         "replace it with a valid recording")
-    try:
-        x, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
-    except Exception as err:  # libsndfile raises LibsndfileError/RuntimeError/TypeError
-        raise DataError(f"cannot decode audio file {path} ({err}): re-encode it as wav/flac "
-                        "(e.g. ffmpeg -i in.xyz out.wav) or remove it from the dataset") from None
+    return path
+
+
+def _undecodable(path: Path, err: Exception) -> DataError:
+    return DataError(f"cannot decode audio file {path} ({err}): re-encode it as wav/flac "
+                     "(e.g. ffmpeg -i in.xyz out.wav) or remove it from the dataset")
+
+
+def _check_header(path: Path, sr: int, frames: int, log: str) -> None:
     if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
         raise DataError(f"audio file {path} has an implausible sample rate of {sr} Hz (expected "
                         f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}): the header is probably corrupt; "
                         "re-encode the file")
-    if x.shape[0] == 0:
+    short = _SHORT_CHUNK.search(log or "")
+    if short and int(short.group(2)) > int(short.group(3)):
+        raise DataError(f"audio file {path} is truncated: its header declares "
+                        f"{short.group(2)} bytes of audio but the file holds {short.group(3)}: "
+                        "replace it with a complete copy (an interrupted download or copy?) or "
+                        "remove it from the dataset")
+    if frames == 0:
         raise DataError(f"audio file {path} holds no samples: remove it from the dataset or "
                         "replace it with a valid recording")
-    if not np.isfinite(x).all():
-        raise DataError(f"audio file {path} contains NaN or infinite samples: re-export it "
-                        "(float files must hold finite values) or remove it")
-    return as_clips(x, what=f"audio file {path}", channel_axis=1)[0], int(sr)  # (N,)
 
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:

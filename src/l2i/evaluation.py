@@ -323,14 +323,17 @@ def evaluate(cfg: EvaluateRecipe) -> str:
     _check_ckpt(cfg)
     device = resolve_device(cfg.device)
     interp = load_interpreter(cfg.ckpt, device)
+    given = bool(cfg.data_folder)
     cfg = with_checkpoint_defaults(cfg, getattr(interp, "recipe", None) or {})
+    _check_data_folder(cfg, given)
     _check(cfg)
     data_cfg = _test_data_config(cfg)
     explainer = Explainer(interp, relevance_th=cfg.relevance_th, top_k=cfg.top_k)
     fcfg: FeaturesConfig = explainer.features
     sr = int(fcfg.sample_rate)
 
-    index = load_dataset(cfg.data_folder, data_cfg)
+    index = load_dataset(cfg.data_folder, data_cfg, sample_rate=sr, splits=("test",),
+                         known_classes=explainer.class_names)
     label_map = _label_map(list(index.class_names), explainer.class_names, cfg.data_folder)
     out = Path(cfg.output_folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -406,12 +409,19 @@ def _check_ckpt(cfg: EvaluateRecipe) -> None:
                           "'l2i train'")
 
 
-def _check(cfg: EvaluateRecipe) -> None:
+def _check_data_folder(cfg: EvaluateRecipe, given: bool) -> None:
+    """Say which data folder was tried (and where it came from) and which flag to pass."""
     if not cfg.data_folder:
         raise ConfigError("l2i evaluate needs --data_folder (the dataset to evaluate on; the "
                           "checkpoint does not name one)")
-    if not Path(cfg.data_folder).is_dir():
-        raise DataError(f"data folder {cfg.data_folder} does not exist")
+    path = Path(cfg.data_folder)
+    if not path.is_dir():
+        source = ("" if given else f", the training data folder stored in {cfg.ckpt}")
+        raise DataError(f"data folder {path.resolve()} not found (tried {cfg.data_folder!r}"
+                        f"{source}): pass --data_folder DATA (the dataset to evaluate on)")
+
+
+def _check(cfg: EvaluateRecipe) -> None:
     if cfg.contamination == "noise_folder" and not cfg.noise_folder:
         raise ConfigError("--contamination noise_folder needs --noise_folder P (a folder of "
                           "audio files, e.g. WHAM! tr/)")

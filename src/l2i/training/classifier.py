@@ -298,7 +298,7 @@ def peak_rss_mb() -> float:
 # --------------------------------------------------------------------------- commands
 def train_classifier(cfg: ClassifierRecipe) -> str:
     """``l2i train-classifier RECIPE --data_folder D --output_folder O``; returns a summary."""
-    from l2i.data import load_dataset, load_split
+    from l2i.data import load_dataset, load_split, with_absolute_data_folder
     from l2i.training.common import (
         best_checkpoint_path,
         build_trainer,
@@ -308,17 +308,20 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
 
     if not cfg.data_folder:
         raise ConfigError("data_folder is empty: pass --data_folder DATA")
+    cfg = with_absolute_data_folder(cfg)  # config.yaml and checkpoints name it from anywhere
     if cfg.model.arch == "cnn14" and cfg.model.input == "log1p_mag":
         print("note: cnn14 on log1p_mag input (513 bins) is slow; log1p_mel is the usual input",
               file=sys.stderr)
     out = Path(cfg.output_folder)
     ckpt_path = resume_checkpoint(out, cfg.trainer, final=FINAL)
     t_start = time.perf_counter()
-    index = load_dataset(cfg.data_folder, cfg.data)
+    sr, cache = cfg.features.sample_rate, out / "cache"
+    index = load_dataset(cfg.data_folder, cfg.data, sample_rate=sr, cache_dir=cache,
+                         random_crop=True, progress=cfg.trainer.progress)  # all checks at once
     if cfg.trainer.progress:
         print(index.summary(), flush=True)
-    sr, cache = cfg.features.sample_rate, out / "cache"
-    splits = {s: load_split(index, s, cfg.data, sr, cache, progress=cfg.trainer.progress)
+    splits = {s: load_split(index, s, cfg.data, sr, cache, progress=cfg.trainer.progress,
+                            random_crop=True)
               for s in ("train", "valid", "test") if index.split(s)}
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -415,7 +418,9 @@ def evaluate_classifier(cfg: EvaluateClassifierRecipe) -> str:
     out = Path(cfg.output_folder) if cfg.output_folder else Path(cfg.ckpt).parent / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    index = load_dataset(cfg.data_folder, data_cfg)
+    index = load_dataset(cfg.data_folder, data_cfg, sample_rate=info.features.sample_rate,
+                         cache_dir=out / "cache", splits=("test",),
+                         known_classes=info.class_names)
     if list(index.class_names) != list(info.class_names):
         raise DataError(f"the classes of {cfg.data_folder} ({index.n_classes}) differ from the "
                         f"checkpoint's ({info.n_classes}: {info.class_names[:5]}...): evaluate on "

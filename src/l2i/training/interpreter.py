@@ -418,7 +418,8 @@ def _rank() -> int:
 
 
 def check_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, dict, Any]:
-    """The checks that must fail within seconds, before any audio is decoded.
+    """The checks that must fail within seconds, then the dataset check (one DataError
+    listing every problem; rank 0 decodes every clip into the audio cache for it).
 
     Returns ``(classifier checkpoint dict, classifier, W (F, K), nmf features, dataset index)``.
     """
@@ -464,11 +465,10 @@ def check_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, dict, Any]:
                        f"{info.features.n_freq}: learn the dictionary with the same n_fft")
     check_stated_features(cfg.nmf, W, nmf_features, info.features, cfg.nmf_sample_rate,
                           cfg.nmf_n_fft, option="nmf")
-    index = load_dataset(cfg.data_folder, cfg.data)
-    if index.n_classes != info.n_classes:
-        raise L2IError(f"dataset {cfg.data_folder} has {index.n_classes} classes but classifier "
-                       f"{cfg.classifier_ckpt} was trained on {info.n_classes}: use the data "
-                       "(and data.esc10 setting) the classifier was trained on")
+    index = load_dataset(cfg.data_folder, cfg.data, progress=cfg.trainer.progress,
+                         n_classes=info.n_classes,
+                         sample_rate=info.features.sample_rate if _rank() == 0 else None,
+                         cache_dir=Path(cfg.output_folder) / "cache" / "audio")
     return record, classifier, W, info, index
 
 
@@ -515,6 +515,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
 
     Returns the path of ``l2i.ckpt`` (on rank 0; other DDP ranks return an empty string).
     """
+    from l2i.data import with_absolute_data_folder
     from l2i.training.common import (
         best_checkpoint_path,
         build_trainer,
@@ -523,6 +524,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     )
 
     t0 = time.time()
+    cfg = with_absolute_data_folder(cfg)  # the recipe stored in l2i.ckpt names it from anywhere
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the classifier
     out = Path(cfg.output_folder)
     rank = _rank()

@@ -91,7 +91,7 @@ def train_nmf(cfg: NMFRecipe) -> str:
     ``nmf.pt`` (choose a new folder or delete it: a dictionary is never silently replaced, since
     interpreters trained on it would no longer match).
     """
-    from l2i.data import load_dataset, load_split
+    from l2i.data import load_dataset, load_split, with_absolute_data_folder
     from l2i.training.common import torch_device
 
     out = Path(cfg.output_folder)
@@ -103,16 +103,18 @@ def train_nmf(cfg: NMFRecipe) -> str:
     if not cfg.data_folder:
         raise L2IError("train-nmf needs --data_folder (the dataset whose training frames the "
                        "dictionary is learnt on)")
+    cfg = with_absolute_data_folder(cfg)  # config.yaml and nmf.json name it from anywhere
     device = torch_device(cfg.nmf.device)
     imported = _import_dictionary(cfg) if cfg.init else None  # fails before any audio is read
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     t0 = time.perf_counter()
 
-    index = load_dataset(cfg.data_folder, cfg.data)
-    print(index.summary())
     cache = out / "cache" if cfg.data.cache else None
     sr = cfg.features.sample_rate
+    index = load_dataset(cfg.data_folder, cfg.data, sample_rate=sr, cache_dir=cache,
+                         splits=("train", "valid"))
+    print(index.summary())
     train = load_split(index, "train", cfg.data, sr, cache)
     # mini-batch mode streams the frames from disk: host memory stays bounded
     on_disk = out / "cache" / "frames-train.npy" if cfg.nmf.batch_frames else None
