@@ -19,7 +19,7 @@ demo: install
 	$(BIN)/l2i demo --output_folder runs/demo
 
 test: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/python -m pytest -q -n 2 tests
 
 lint: install
