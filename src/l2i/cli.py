@@ -43,7 +43,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "learn the NMF dictionary W (freq x K)", takes_recipe=True),
     Command("train", C.L2IRecipe, "l2i.training.interpreter:train_interpreter",
             "train the L2I interpreter (psi + theta) on a frozen classifier", takes_recipe=True),
-    Command("interpret", C.InterpretRecipe, "l2i.explain:interpret_files",
+    Command("interpret", C.InterpretRecipe, "l2i.interpret:interpret_files",
             "explain audio files (or every audio file in a folder): wav, figure, json each",
             positionals=("ckpt", "files"), varargs=True),
     Command("evaluate", C.EvaluateRecipe, "l2i.evaluation:evaluate",
