@@ -11,9 +11,8 @@ overlap-add wav written as it grows, timeline csv/png, json) with a randomly ini
 interpreter as costly as a trained one: the demo recipe's narrow conv2d (recipes/demo,
 the ESC-50 STFT at 16 kHz) with the esc50 conv2d psi/theta, K=100, 10 classes. Each child
 reports its peak RSS (``ru_maxrss``), its RSS after loading (before the file), and its wall
-time; the real-time
-factor is audio seconds / wall seconds. Peak memory should not grow with the length (the
-issue asks < 2 GB for an hour). ``load_avg_1min`` says how loaded the machine was.
+time; the real-time factor is audio seconds / wall seconds. Peak memory should not grow with
+the length (the issue asks < 2 GB for an hour). ``load_avg_1min`` says how loaded the machine was.
 """
 
 from __future__ import annotations

@@ -287,6 +287,14 @@ def default_confidence_level(n_classes: int) -> float:
     return chance + CONFIDENCE_RULE_SHARE * (1.0 - chance)
 
 
+def max_prob_quantile(logits: Any, q: float = 0.05) -> float:
+    """The ``q`` quantile of the top softmax probability over clips, ``logits (N, C)``: the
+    calibration stored as ``valid_max_prob_q05`` by ``l2i train-classifier`` (validation
+    clips), below which :func:`explanation_warnings` says ``low_confidence``."""
+    p = torch.as_tensor(np.asarray(logits), dtype=torch.float32).softmax(dim=1)  # (N, C)
+    return float(np.quantile(p.max(dim=1).values.numpy(), q)) if p.shape[0] else float("nan")
+
+
 def explanation_warnings(expl: Explanation, confidence_level: float) -> list[dict[str, str]]:
     """Honest warnings about one explanation, each ``{"code", "message"}``.
 
@@ -753,4 +761,5 @@ def __getattr__(name: str) -> Any:
 
 __all__ = ["relevance", "select_components", "ratio_mask", "explanation_magnitude", "to_audio",
            "Explanation", "BatchExplanation", "Explainer", "checkpoint_normalize",
-           "explanation_warnings", "default_confidence_level", "write_explanation"]
+           "explanation_warnings", "default_confidence_level", "max_prob_quantile",
+           "write_explanation"]
