@@ -44,7 +44,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("train", C.L2IRecipe, "l2i.training.interpreter:train_interpreter",
             "train the L2I interpreter (psi + theta) on a frozen classifier", takes_recipe=True),
     Command("interpret", C.InterpretRecipe, "l2i.interpret:interpret_files",
-            "explain audio files (or every audio file in a folder): wav, figure, json each",
+            "explain audio files or folders (long ones in windows): wavs, figures, json, page",
             positionals=("ckpt", "files"), varargs=True),
     Command("evaluate", C.EvaluateRecipe, "l2i.evaluation:evaluate",
             "faithfulness metrics (AI AD AG FF Fid-In SPS COMP, fidelity) on a test set",
