@@ -212,6 +212,15 @@ def _codes(expl) -> set[str]:
     return {w["code"] for w in expl.warnings}
 
 
+def test_max_prob_quantile_hand_checked():
+    from l2i.explain import max_prob_quantile
+
+    logits = np.log(np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]]))  # top: 0.9, 0.6, 0.8
+    assert max_prob_quantile(logits, q=0.0) == pytest.approx(0.6)
+    assert max_prob_quantile(logits, q=0.5) == pytest.approx(0.8)
+    assert max_prob_quantile(np.zeros((2, 3)), q=0.5, activation="sigmoid") == 0.5
+
+
 def test_each_warning_fires_on_its_case():
     interp = random_interpreter(FEATS, CLASSES, K)
     ex = Explainer(interp)

@@ -287,11 +287,15 @@ def default_confidence_level(n_classes: int) -> float:
     return chance + CONFIDENCE_RULE_SHARE * (1.0 - chance)
 
 
-def max_prob_quantile(logits: Any, q: float = 0.05) -> float:
-    """The ``q`` quantile of the top softmax probability over clips, ``logits (N, C)``: the
+def max_prob_quantile(logits: Any, q: float = 0.05, activation: str = "softmax") -> float:
+    """The ``q`` quantile of the top class probability over clips, ``logits (N, C)``: the
     calibration stored as ``valid_max_prob_q05`` by ``l2i train-classifier`` (validation
-    clips), below which :func:`explanation_warnings` says ``low_confidence``."""
-    p = torch.as_tensor(np.asarray(logits), dtype=torch.float32).softmax(dim=1)  # (N, C)
+    clips), below which :func:`explanation_warnings` says ``low_confidence``. ``activation``:
+    ``softmax`` (single-label) or ``sigmoid`` (multi-label)."""
+    x = torch.as_tensor(np.asarray(logits), dtype=torch.float32)  # (N, C)
+    if activation not in ("softmax", "sigmoid"):
+        raise ValueError(f"activation must be softmax or sigmoid, got {activation!r}")
+    p = x.softmax(dim=1) if activation == "softmax" else x.sigmoid()  # (N, C)
     return float(np.quantile(p.max(dim=1).values.numpy(), q)) if p.shape[0] else float("nan")
 
 
