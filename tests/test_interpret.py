@@ -287,3 +287,16 @@ def test_several_targets(ckpt, tmp_path):
     from l2i.errors import ConfigError
     with pytest.raises(ConfigError, match="did you mean"):
         run("bad", target="dog,sirne")
+
+
+def test_bad_window_settings_are_refused_before_any_output(ckpt, tmp_path, capsys):
+    from l2i.cli import main
+
+    sf.write(tmp_path / "c.wav", _tone(1.0, 800), SR)
+    out = tmp_path / "out"
+    args = ["interpret", str(ckpt), str(tmp_path / "c.wav"), "--output_folder", str(out),
+            "--device", "cpu"]
+    assert main(args + ["--window_s", "1", "--hop_s", "2"]) == 2
+    assert "hop_s" in capsys.readouterr().err and not out.exists()
+    assert main(args + ["--stream", "sometimes"]) == 2
+    assert "stream must be one of" in capsys.readouterr().err and not out.exists()

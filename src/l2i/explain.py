@@ -575,7 +575,7 @@ class Explainer:
         return out if batch else out[0]
 
     # ---- long recordings
-    def _window_hop(self, window_s: float | None, hop_s: float | None) -> tuple[int, int]:
+    def window_hop(self, window_s: float | None, hop_s: float | None) -> tuple[int, int]:
         """Window and hop in samples at the model's rate (defaults: the training clip length,
         half of it)."""
         win_s = float(window_s) if window_s else self.training_duration_s
@@ -604,7 +604,7 @@ class Explainer:
         from l2i.audio import PEAK_EPS
         from l2i.longform import OverlapAdd, Timeline, count_warnings, iter_windows, n_windows
 
-        win, hop = self._window_hop(window_s, hop_s)
+        win, hop = self.window_hop(window_s, hop_s)
         sr = self.sample_rate
         tgt = self.resolve_target(target) if not isinstance(target, int) else target
         timeline = Timeline(self.class_names, win / sr, hop / sr)
@@ -650,7 +650,7 @@ class Explainer:
             raise DataError(f"explain_long: sample_rate {sr_in} Hz is implausible")
         x = resample(x, sr_in, self.sample_rate)  # (N,)
         chunks: list[np.ndarray] = []
-        _, hop = self._window_hop(window_s, hop_s)
+        _, hop = self.window_hop(window_s, hop_s)
         timeline, warns = self.explain_stream(array_blocks(x, hop), window_s, hop_s, target,
                                               write=chunks.append, n_samples=x.shape[0],
                                               progress=progress)

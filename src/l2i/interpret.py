@@ -248,7 +248,7 @@ def _check(cfg: InterpretRecipe) -> None:
 def _is_long(explainer: E.Explainer, cfg: InterpretRecipe, seconds: float) -> bool:
     if cfg.stream != "auto":
         return cfg.stream == "always"
-    win, _ = explainer._window_hop(cfg.window_s, cfg.hop_s)
+    win, _ = explainer.window_hop(cfg.window_s, cfg.hop_s)
     return seconds > 2 * win / explainer.sample_rate
 
 
@@ -272,7 +272,7 @@ def interpret_files(cfg: InterpretRecipe) -> str:
                                  top_k=cfg.top_k, max_memory_mb=cfg.max_memory_mb or None)
     explainer.min_confidence = cfg.min_confidence
     spec = target_spec(explainer, cfg)
-    explainer._window_hop(cfg.window_s, cfg.hop_s)  # bad window/hop: fail before any output
+    explainer.window_hop(cfg.window_s, cfg.hop_s)  # bad window/hop: fail before any output
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     lines, entries = [], []
