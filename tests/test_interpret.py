@@ -6,13 +6,14 @@ import csv
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 from conftest import random_interpreter
-from test_report import CHROMIUM_FLAGS, _chromium
+from test_report import CHROMIUM_FLAGS, _chromium, _fake_run, _wav
 from torch import nn
 
 from l2i.config import FeaturesConfig, InterpretRecipe, PsiConfig, ThetaConfig
@@ -300,3 +301,22 @@ def test_bad_window_settings_are_refused_before_any_output(ckpt, tmp_path, capsy
     assert "hop_s" in capsys.readouterr().err and not out.exists()
     assert main(args + ["--stream", "sometimes"]) == 2
     assert "stream must be one of" in capsys.readouterr().err and not out.exists()
+
+
+def test_report_plays_each_example_component_by_component(tmp_path):
+    from l2i.config import ReportRecipe
+    from l2i.report import write_report
+
+    root = _fake_run(tmp_path / "run", n_examples=1)
+    ex = root / "eval" / "examples"
+    info = json.loads((ex / "4-100-A-0.json").read_text())
+    info["components"] = [{"k": k, "relevance": r, "wav": f"4-100-A-0.components/k{k}.wav"}
+                          for k, r in ((4, 1.0), (1, 0.5))]
+    for c in info["components"]:
+        (ex / c["wav"]).parent.mkdir(exist_ok=True)
+        _wav(ex / c["wav"], 200 + 100 * c["k"])
+    (ex / "4-100-A-0.json").write_text(json.dumps(info))
+    page = Path(write_report(ReportRecipe(run_folder=str(root)))).read_text()
+    card = page.split("each selected component alone", 1)[1]
+    assert card.index("k=4") < card.index("k=1")
+    assert len(re.findall(r"<audio[^>]*src='data:audio/wav;base64,", page)) == 2 + 2

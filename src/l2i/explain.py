@@ -735,6 +735,21 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def write_components(expl: Explanation, out_dir: Path, name: str) -> list[dict[str, Any]]:
+    """``NAME.components/k{K}.wav`` for each selected component (its audio alone, see
+    :meth:`Explanation.component_audio`); returns ``[{"k", "relevance", "wav"}]`` (``wav``
+    relative to ``out_dir``)."""
+    from l2i.audio import write_wav
+
+    folder = out_dir / f"{name}.components"
+    comps = []
+    for k in expl.selected:
+        wav = write_wav(folder / f"k{k}.wav", expl.component_audio(k), expl.sample_rate)
+        comps.append({"k": int(k), "relevance": float(expl.relevance[k]),
+                      "wav": wav.relative_to(out_dir).as_posix()})
+    return comps
+
+
 def write_explanation(expl: Explanation, out_dir: Path, name: str,
                       source: str | None = None) -> dict[str, Path]:
     """``NAME.explanation.wav``, ``NAME.png`` and ``NAME.json`` for one explanation."""
@@ -766,4 +781,4 @@ def __getattr__(name: str) -> Any:
 __all__ = ["relevance", "select_components", "ratio_mask", "explanation_magnitude", "to_audio",
            "Explanation", "BatchExplanation", "Explainer", "checkpoint_normalize",
            "explanation_warnings", "default_confidence_level", "max_prob_quantile",
-           "write_explanation"]
+           "write_explanation", "write_components"]

@@ -120,19 +120,6 @@ def _warn(source: str, what: str, warnings: list[dict[str, Any]]) -> None:
         print(f"l2i: warning: {source} [{what}]: {w['message']}", file=sys.stderr)
 
 
-def write_components(expl: E.Explanation, out: Path, name: str) -> list[dict[str, Any]]:
-    """``NAME.components/k{K}.wav`` for each selected component (index, relevance, path)."""
-    from l2i.audio import write_wav
-
-    folder = out / f"{name}.components"
-    comps = []
-    for k in expl.selected:
-        wav = write_wav(folder / f"k{k}.wav", expl.component_audio(k), expl.sample_rate)
-        comps.append({"k": int(k), "relevance": float(expl.relevance[k]),
-                      "wav": wav.relative_to(out).as_posix()})
-    return comps
-
-
 def explain_clip(explainer: E.Explainer, x: np.ndarray, sr: int, source: Path, stem: str,
                  spec: Any, cfg: InterpretRecipe, out: Path) -> dict[str, Any]:
     """Explain one clip for each target; write its files; return its page entry."""
@@ -153,7 +140,7 @@ def explain_clip(explainer: E.Explainer, x: np.ndarray, sr: int, source: Path, s
         info = json.loads(paths["json"].read_text())
         comps, comp_png = [], None
         if cfg.components:
-            comps = write_components(expl, out, name)
+            comps = E.write_components(expl, out, name)
             comp_png = components_figure(expl, out / f"{name}.components.png",
                                          title=f"{name}: components of '{expl.target_name}'")
         info.update(components=comps, input_wav=input_wav.name,
@@ -308,4 +295,4 @@ def interpret_files(cfg: InterpretRecipe) -> str:
 
 
 __all__ = ["interpret_files", "audio_files", "target_spec", "choose_targets", "file_blocks",
-           "write_components", "write_timeline_csv", "explain_clip", "explain_recording"]
+           "write_timeline_csv", "explain_clip", "explain_recording"]
