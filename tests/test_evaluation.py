@@ -248,6 +248,9 @@ def test_evaluate_per_clip_csv_markdown_examples_config(clean_run, class_names):
         info = json.loads((ex / f"{name}.json").read_text())
         assert info["label_name"] in class_names and "theta_probs" in info
         assert 0 <= info["p"] <= 1 and isinstance(info["selected_components"], list)
+        # each selected component alone, for the report's component players
+        assert [c["k"] for c in info["components"]] == info["selected_components"]
+        assert all((ex / c["wav"]).is_file() for c in info["components"])
         wav, sr = sf.read(ex / f"{name}.input.wav")
         assert sr == 8000 and wav.shape == (8000,)
     assert (out / "config.yaml").is_file()

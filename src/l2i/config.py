@@ -291,6 +291,16 @@ class InterpretRecipe:
     top_k: int | None = None  # keep the k most relevant components instead of a threshold
     device: str = "auto"
     max_memory_mb: float = 4096.0  # refuse a file whose explanation needs more (0: no limit)
+    # several targets: target "all" = every class with probability >= target_min_prob, or the
+    # top_classes most probable; target "a,b" = the named classes
+    top_classes: int | None = None
+    target_min_prob: float = 0.1
+    # long recordings: streamed in windows (default: the classifier's training clip length)
+    window_s: float | None = None
+    hop_s: float | None = None  # default: half a window
+    stream: str = "auto"  # auto (files longer than 2 windows) | always | never
+    min_confidence: float | None = None  # None: the checkpoint's calibration (see docs/cli.md)
+    components: bool = True  # write NAME.components/k{K}.wav and NAME.components.png
 
 
 @dataclass

@@ -589,10 +589,11 @@ def _md(v: Any, digits: int = 2) -> str:
 def write_examples(explainer: Any, wavs: np.ndarray, clean: np.ndarray | None,
                    labels: np.ndarray, ids: list[str], res: ClipResults, folder: Path,
                    n_examples: int, sources: list[str] | None = None) -> list[str]:
-    """``NAME.input.wav``, ``NAME.explanation.wav``, ``NAME.png``, ``NAME.json`` for
-    ``n_examples`` clips: the first clip of each class in turn, then the next ones."""
+    """``NAME.input.wav``, ``NAME.explanation.wav``, ``NAME.png``, ``NAME.json`` and
+    ``NAME.components/k{K}.wav`` (each selected component alone) for ``n_examples`` clips:
+    the first clip of each class in turn, then the next ones."""
     from l2i.audio import write_wav
-    from l2i.explain import write_explanation
+    from l2i.explain import write_components, write_explanation
 
     chosen = pick_examples(labels, n_examples)
     if not chosen:
@@ -619,7 +620,8 @@ def write_examples(explainer: Any, wavs: np.ndarray, clean: np.ndarray | None,
         info = json.loads(paths["json"].read_text())
         info.update({"id": ids[i], "label": int(labels[i]), "label_name": names[labels[i]],
                      "input_wav": f"{name}.input.wav",
-                     "p": float(c["p"][i]), "o": float(c["o"][i]), "q": float(c["q"][i])})
+                     "p": float(c["p"][i]), "o": float(c["o"][i]), "q": float(c["q"][i]),
+                     "components": write_components(expl, folder, name)})  # k{K}.wav each
         _write_text(paths["json"], json.dumps(_json_safe(info), indent=2) + "\n")
         written.append(name)
     return written

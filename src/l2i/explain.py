@@ -19,8 +19,10 @@ The metrics feed the classifier ``M * |X|`` (masked-in) and ``(1 - M) * |X|`` (m
 through its own frontend, the same for every classifier.
 
 The math is in pure batched functions; :class:`Explainer` wraps a trained interpreter
-(``l2i.interpreter``) for waveforms of any length and sample rate, and :func:`interpret_files`
-is the ``l2i interpret`` command.
+(``l2i.interpreter``) for waveforms of any length and sample rate (:meth:`Explainer.explain`,
+and window by window for long recordings :meth:`Explainer.explain_long`, :mod:`l2i.longform`);
+:meth:`Explanation.component_audio` plays one component. The ``l2i interpret`` command is
+:mod:`l2i.interpret` (``interpret_files`` is re-exported here).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from torch import Tensor
 
 from l2i import features as feats
 from l2i.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from l2i.config import DataConfig, FeaturesConfig, InterpretRecipe, save_config
+from l2i.config import DataConfig, FeaturesConfig
 from l2i.errors import ConfigError, DataError, L2IError
 
 DEFAULT_RELEVANCE_TH = 0.2
@@ -177,6 +179,12 @@ class Explanation:
     hop_length: int = 1
     relevance_th: float | None = None
     top_k: int | None = None
+    # for listening to single components (filled by Explainer.explain; None elsewhere)
+    phase: np.ndarray | None = None  # (T, F) radians, the input's STFT phase
+    atoms: np.ndarray | None = None  # (F, K) the dictionary W
+    features: FeaturesConfig | None = None  # the STFT that inverts the magnitudes
+    input_peak: float | None = None  # peak |x| of the input before normalisation
+    warnings: list[dict[str, str]] = field(default_factory=list)  # see explanation_warnings
 
     @property
     def predicted(self) -> int:
@@ -191,6 +199,36 @@ class Explanation:
     def explanation_magnitude(self) -> np.ndarray:
         """``(T, F)`` the masked magnitude ``M * |X|``."""
         return self.mask * self.input_magnitude
+
+    def component_mask(self, k: int) -> np.ndarray:
+        """``(T, F)`` component ``k``'s share of each bin, ``W_k H_k / (W H + eps)``.
+
+        The masks of the selected components add up to :attr:`mask` (the ratio mask is linear
+        in the selection).
+        """
+        if self.atoms is None:
+            raise L2IError("this explanation carries no dictionary (atoms): make it with "
+                           "Explainer.explain to listen to single components")
+        K = self.atoms.shape[1]
+        if not 0 <= int(k) < K:
+            raise L2IError(f"component {k} out of range: the dictionary has {K} atoms "
+                           f"(0..{K - 1})")
+        W = np.maximum(self.atoms, 0.0).astype(np.float32, copy=False)  # (F, K)
+        H = np.maximum(self.H, 0.0).astype(np.float32, copy=False)  # (K, T)
+        full = H.T @ W.T  # (T, F)
+        return (np.outer(H[k], W[:, k]) / (full + MASK_EPS)).astype(np.float32)  # (T, F)
+
+    def component_audio(self, k: int) -> np.ndarray:
+        """``(N,)`` the audio of component ``k`` alone: its mask on ``|X|``, inverted with the
+        input's phase (same length and rate as :attr:`audio`). The selected components' audio
+        adds up to :attr:`audio` (within float error)."""
+        if self.phase is None or self.features is None:
+            raise L2IError("this explanation carries no phase/STFT settings: make it with "
+                           "Explainer.explain to listen to single components")
+        mag = torch.from_numpy(self.component_mask(k) * self.input_magnitude)[None]  # (1, T, F)
+        wav = to_audio(mag, torch.from_numpy(self.phase)[None], self.features,
+                       length=self.audio.shape[0])  # (1, N)
+        return wav[0].float().numpy()
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts: target, top probabilities, relevance, selected components."""
@@ -211,6 +249,7 @@ class Explanation:
             "relevance_th": self.relevance_th, "top_k": self.top_k,
             "mask_mean": float(self.mask.mean()) if self.mask.size else 0.0,
             "sample_rate": self.sample_rate, "duration_s": self.duration_s,
+            "warnings": list(self.warnings),
         }
 
 
@@ -233,6 +272,66 @@ class BatchExplanation:
     relevance: Tensor
     selected: Tensor
     mask: Tensor
+
+
+# --------------------------------------------------------------------------- warnings
+SILENCE_PEAK = 1e-4  # an input whose peak is below this (-80 dBFS) is called silent
+CONFIDENCE_KEY = "valid_max_prob_q05"  # classifier metric: 5th percentile of the max probability
+CONFIDENCE_RULE_SHARE = 0.2  # no calibration stored: chance + 0.2 of the way to certainty
+
+
+def default_confidence_level(n_classes: int) -> float:
+    """The documented rule when no calibration is stored: ``1/C + 0.2 (1 - 1/C)``
+    (0.28 for 10 classes, 0.6 for 2), fixed in advance, not tuned on any test fold."""
+    chance = 1.0 / max(int(n_classes), 1)
+    return chance + CONFIDENCE_RULE_SHARE * (1.0 - chance)
+
+
+def max_prob_quantile(logits: Any, q: float = 0.05, activation: str = "softmax") -> float:
+    """The ``q`` quantile of the top class probability over clips, ``logits (N, C)``: the
+    calibration stored as ``valid_max_prob_q05`` by ``l2i train-classifier`` (validation
+    clips), below which :func:`explanation_warnings` says ``low_confidence``. ``activation``:
+    ``softmax`` (single-label) or ``sigmoid`` (multi-label)."""
+    x = torch.as_tensor(np.asarray(logits), dtype=torch.float32)  # (N, C)
+    if activation not in ("softmax", "sigmoid"):
+        raise ValueError(f"activation must be softmax or sigmoid, got {activation!r}")
+    p = x.softmax(dim=1) if activation == "softmax" else x.sigmoid()  # (N, C)
+    return float(np.quantile(p.max(dim=1).values.numpy(), q)) if p.shape[0] else float("nan")
+
+
+def explanation_warnings(expl: Explanation, confidence_level: float) -> list[dict[str, str]]:
+    """Honest warnings about one explanation, each ``{"code", "message"}``.
+
+    ``silent_input``: the input's peak (before normalisation) is under ``SILENCE_PEAK``;
+    ``low_confidence``: the classifier's top probability is under ``confidence_level`` (the
+    input may be far from the training data); ``theta_disagrees``: theta's top class is not
+    the classifier's (the explanation then follows theta's reading); ``empty_selection``: no
+    component selected (the explanation wav is silent).
+    """
+    names = expl.class_names or [str(i) for i in range(len(expl.classifier_probs))]
+    pc, pt = np.asarray(expl.classifier_probs), np.asarray(expl.theta_probs)
+    c, t = int(np.argmax(pc)), int(np.argmax(pt))
+    out = []
+    if expl.input_peak is not None and expl.input_peak < SILENCE_PEAK:
+        db = 20 * math.log10(max(expl.input_peak, 1e-12))
+        out.append({"code": "silent_input", "message": (
+            f"the input is silent (peak {db:.0f} dBFS): far from the training data, the "
+            "explanation carries no meaning")})
+    elif pc[c] < confidence_level:
+        out.append({"code": "low_confidence", "message": (
+            f"the classifier's top probability {pc[c]:.2f} ('{names[c]}') is below the "
+            f"calibrated level {confidence_level:.2f}: the input may be far from the "
+            "training data")})
+    if t != c:
+        out.append({"code": "theta_disagrees", "message": (
+            f"theta predicts '{names[t]}' ({pt[t]:.2f}) where the classifier predicts "
+            f"'{names[c]}' ({pc[c]:.2f}): the explanation follows theta's reading, not the "
+            "classifier's")})
+    if not expl.selected:
+        out.append({"code": "empty_selection", "message": (
+            f"no component passed the selection for '{expl.target_name}': the explanation "
+            "wav is silent")})
+    return out
 
 
 # --------------------------------------------------------------------------- explainer
@@ -281,6 +380,7 @@ class Explainer:
             raise ConfigError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got "
                               f"{self.normalize!r}")
         self.max_memory_mb = max_memory_mb
+        self.min_confidence: float | None = None  # None: confidence_level's calibration
 
     @classmethod
     def load(cls, ckpt: str | os.PathLike, device: str | torch.device = "cpu",
@@ -309,6 +409,32 @@ class Explainer:
     @property
     def device(self) -> torch.device:
         return self.interpreter.W.device
+
+    @property
+    def confidence_level(self) -> float:
+        """Below this top class probability an input is flagged ``low_confidence``.
+
+        ``self.min_confidence`` when set; else the classifier's calibration stored in its
+        checkpoint metrics (``valid_max_prob_q05``: the 5th percentile of the top probability
+        on the validation clips, written by ``l2i train-classifier``); else
+        :func:`default_confidence_level`.
+        """
+        if getattr(self, "min_confidence", None) is not None:
+            return float(self.min_confidence)
+        record = getattr(self.interpreter, "classifier_record", None) or {}
+        for metrics in (record.get("metrics") or {}, getattr(self.interpreter, "metrics", {})):
+            value = (metrics or {}).get(CONFIDENCE_KEY)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                return float(value)
+        return default_confidence_level(len(self.class_names))
+
+    @property
+    def training_duration_s(self) -> float:
+        """The classifier's training clip length (the recipe's ``data.duration_s``; 5 s when
+        unrecorded): the default window of :meth:`explain_long`."""
+        data = (getattr(self.interpreter, "recipe", None) or {}).get("data") or {}
+        value = data.get("duration_s") or DataConfig().duration_s
+        return float(value or 5.0)
 
     def resolve_target(self, target: int | str | None) -> int | None:
         """A class index from an index, a class name (or its index as a string) or None."""
@@ -423,6 +549,7 @@ class Explainer:
         self._check_size(x2.shape[0], x2.shape[1], sr_in)
         if sr_in != sr:
             x2 = np.stack([resample(row, sr_in, sr) for row in x2])  # (B, N')
+        peaks = np.abs(x2).max(axis=1, initial=0.0)  # (B,) before normalisation
         x2 = normalize_audio(x2, self.normalize)  # (B, N), per clip
         n = x2.shape[1]
         n_min = int(math.ceil(self.min_duration_s * sr))
@@ -435,9 +562,101 @@ class Explainer:
         mag = feats.magnitude(spec)  # (B, T, F)
         b = self.explain_batch(mag, tgt)
         # M |X| e^{i phase(X)} = M X: to_audio(explanation_magnitude(M, |X|), phase(X)) in one step
-        audio = feats.istft(b.mask.to(spec.device) * spec, self.features, length=n)  # (B, N)
+        # the input's own frames only (t_in = n_frames(n)): the components sum to it exactly
+        spec_in = spec[:, :t_in]  # (B, t_in, F)
+        audio = feats.istft(b.mask[:, :t_in].to(spec.device) * spec_in, self.features,
+                            length=n)  # (B, N)
         out = [self._one(b, i, audio[i], mag[i], t_in) for i in range(mag.shape[0])]
+        level = self.confidence_level
+        for i, e in enumerate(out):
+            e.phase = feats.phase(spec_in[i]).float().cpu().numpy()  # (t_in, F)
+            e.input_peak = float(peaks[i])
+            e.warnings = explanation_warnings(e, level)
         return out if batch else out[0]
+
+    # ---- long recordings
+    def window_hop(self, window_s: float | None, hop_s: float | None) -> tuple[int, int]:
+        """Window and hop in samples at the model's rate (defaults: the training clip length,
+        half of it)."""
+        win_s = float(window_s) if window_s else self.training_duration_s
+        hop = float(hop_s) if hop_s else win_s / 2
+        if not win_s > 0 or not 0 < hop <= win_s:
+            raise ConfigError(f"window_s={win_s:g} and hop_s={hop:g}: need window_s > 0 and "
+                              "0 < hop_s <= window_s (a larger hop would skip audio)")
+        sr = self.sample_rate
+        return max(1, int(round(win_s * sr))), max(1, int(round(hop * sr)))
+
+    @torch.no_grad()
+    def explain_stream(self, blocks: Any, window_s: float | None = None,
+                       hop_s: float | None = None, target: Any = None,
+                       write: Any = None, n_samples: int | None = None,
+                       progress: bool = False) -> tuple[Any, list[dict[str, Any]]]:
+        """Explain a stream of mono blocks ``(n,)`` at the model's rate, window by window.
+
+        Memory holds a few windows (:mod:`l2i.longform`); ``write(samples)`` receives the
+        stitched explanation (overlap-add of each window's explanation, scaled back by the
+        window's normalisation gain) as it is finished. ``n_samples`` (optional) sizes the
+        progress bar (tqdm, with ETA, when ``progress``). Returns the
+        :class:`l2i.longform.Timeline` and the merged warnings.
+        """
+        from tqdm.auto import tqdm
+
+        from l2i.audio import PEAK_EPS
+        from l2i.longform import OverlapAdd, Timeline, count_warnings, iter_windows, n_windows
+
+        win, hop = self.window_hop(window_s, hop_s)
+        sr = self.sample_rate
+        tgt = self.resolve_target(target) if not isinstance(target, int) else target
+        timeline = Timeline(self.class_names, win / sr, hop / sr)
+        ola = OverlapAdd(write if write is not None else (lambda x: None))
+        per_window, total = [], 0
+        bar = tqdm(total=n_windows(n_samples, win, hop) if n_samples else None, unit="window",
+                   disable=not progress, desc="explaining", leave=False)
+        for start, x in iter_windows(blocks, win, hop):
+            e = self.explain(x, sr, target=tgt)
+            gain = float(np.abs(x).max(initial=0.0)) + PEAK_EPS if self.normalize == "peak" else 1.0
+            ola.add(start, e.audio * gain)
+            timeline.append(start / sr, (start + x.shape[0]) / sr, e)
+            per_window.append(e.warnings)
+            total = start + x.shape[0]
+            bar.update()
+        bar.close()
+        if not len(timeline):
+            raise DataError("explain_long: the recording holds no samples")
+        ola.finish(total)
+        timeline.duration_s = total / sr
+        return timeline, count_warnings(per_window, len(timeline))
+
+    @torch.no_grad()
+    def explain_long(self, waveform: Any, sample_rate: int, window_s: float | None = None,
+                     hop_s: float | None = None, target: Any = None,
+                     progress: bool = False) -> Any:
+        """Explain a recording of any length in windows of ``window_s`` seconds (default: the
+        classifier's training clip length) every ``hop_s`` (default: half a window).
+
+        ``waveform`` as for :meth:`explain` (one clip, mono or channels). Each window is
+        explained as by :meth:`explain` (its own target: ``target``, or the classifier's
+        prediction on that window); the explanation audio is stitched by overlap-add at the
+        model's rate, as long as the resampled input. Returns a
+        :class:`l2i.longform.LongExplanation` (``timeline``, ``audio``, ``warnings``).
+        ``l2i interpret`` streams files the same way without holding them.
+        """
+        from l2i.audio import as_clips, resample
+        from l2i.longform import LongExplanation, array_blocks
+
+        x = as_clips(waveform, what="explain_long")[0]  # (S,)
+        sr_in = int(sample_rate)
+        if not MIN_SAMPLE_RATE <= sr_in <= MAX_SAMPLE_RATE:
+            raise DataError(f"explain_long: sample_rate {sr_in} Hz is implausible")
+        x = resample(x, sr_in, self.sample_rate)  # (N,)
+        chunks: list[np.ndarray] = []
+        _, hop = self.window_hop(window_s, hop_s)
+        timeline, warns = self.explain_stream(array_blocks(x, hop), window_s, hop_s, target,
+                                              write=chunks.append, n_samples=x.shape[0],
+                                              progress=progress)
+        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        return LongExplanation(timeline=timeline, audio=audio, sample_rate=self.sample_rate,
+                               warnings=warns)
 
     def _targets(self, target: Any, n_clips: int) -> Any:
         """``explain``'s target argument -> None, one class index, or a ``(B,)`` tensor."""
@@ -467,7 +686,8 @@ class Explainer:
             H=b.H[i, :, :n_frames].float().cpu().numpy(),
             input_magnitude=mag[:n_frames].float().cpu().numpy(),
             class_names=names, hop_length=self.features.hop_length,
-            relevance_th=None if self.top_k else self.relevance_th, top_k=self.top_k)
+            relevance_th=None if self.top_k else self.relevance_th, top_k=self.top_k,
+            atoms=self.interpreter.W.float().cpu().numpy(), features=self.features)
 
 
 def checkpoint_normalize(interpreter: Any) -> str:
@@ -515,15 +735,19 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def _unique_stems(files: list[Path]) -> list[str]:
-    """Output names per input: the file stem, with ``-2``, ``-3``... on collisions."""
-    seen: dict[str, int] = {}
-    out = []
-    for f in files:
-        stem = f.stem
-        seen[stem] = seen.get(stem, 0) + 1
-        out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
-    return out
+def write_components(expl: Explanation, out_dir: Path, name: str) -> list[dict[str, Any]]:
+    """``NAME.components/k{K}.wav`` for each selected component (its audio alone, see
+    :meth:`Explanation.component_audio`); returns ``[{"k", "relevance", "wav"}]`` (``wav``
+    relative to ``out_dir``)."""
+    from l2i.audio import write_wav
+
+    folder = out_dir / f"{name}.components"
+    comps = []
+    for k in expl.selected:
+        wav = write_wav(folder / f"k{k}.wav", expl.component_audio(k), expl.sample_rate)
+        comps.append({"k": int(k), "relevance": float(expl.relevance[k]),
+                      "wav": wav.relative_to(out_dir).as_posix()})
+    return comps
 
 
 def write_explanation(expl: Explanation, out_dir: Path, name: str,
@@ -542,80 +766,19 @@ def write_explanation(expl: Explanation, out_dir: Path, name: str,
     return {"wav": wav, "png": png, "json": js}
 
 
-def audio_files(paths: list[str | os.PathLike], skip: Path | None = None) -> list[Path]:
-    """The files to explain: each file as given, each folder's audio files (recursive, sorted).
-
-    A folder's files are those with an extension in ``l2i.audio.AUDIO_EXTENSIONS`` (hidden
-    files and anything under ``skip``, the output folder, left out). Raises DataError for
-    missing paths and for a folder that holds no audio file.
-    """
-    from l2i.audio import AUDIO_EXTENSIONS
-
-    files, missing = [], []
-    skip = skip.resolve() if skip is not None else None
-    for p in map(Path, paths):
-        if p.is_file():
-            files.append(p)
-        elif p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file()
-                           and f.suffix.lower() in AUDIO_EXTENSIONS
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                           and not (skip and f.resolve().is_relative_to(skip)))
-            if not found:
-                raise DataError(f"folder {p} holds no audio file ({', '.join(AUDIO_EXTENSIONS)})"
-                                ": give audio files or a folder that contains some")
-            files += found
-        else:
-            missing.append(str(p))
-    if missing:
-        raise DataError(f"audio file(s) not found: {', '.join(missing)}")
-    return files
+_MOVED = {"interpret_files", "audio_files"}  # the l2i interpret command: l2i.interpret
 
 
-def interpret_files(cfg: InterpretRecipe) -> str:
-    """``l2i interpret CKPT FILE_OR_FOLDER... --output_folder O``: explain each file.
+def __getattr__(name: str) -> Any:
+    """``l2i.explain.interpret_files`` / ``audio_files`` still import (now in l2i.interpret)."""
+    if name in _MOVED:
+        from l2i import interpret
 
-    A folder stands for the audio files inside it (recursively, see :func:`audio_files`).
-    Writes ``O/NAME.explanation.wav``, ``O/NAME.png``, ``O/NAME.json`` per input and
-    ``O/config.yaml``. Files of any length, sample rate and channel count are accepted: each
-    is decoded (:func:`l2i.audio.read_audio`, channels averaged to mono) and handed to
-    :meth:`Explainer.explain`, the same path as the Python API (resampled, normalised as the
-    classifier was trained). Returns a summary line per file.
-    """
-    from l2i.audio import read_audio
-
-    if not cfg.ckpt:
-        raise ConfigError("l2i interpret needs a checkpoint: l2i interpret RUN/l2i.ckpt FILE...")
-    if not Path(cfg.ckpt).is_file():
-        raise ConfigError(f"checkpoint {cfg.ckpt} not found: give the l2i.ckpt written by "
-                          "'l2i train'")
-    if not cfg.files:
-        raise ConfigError("l2i interpret needs at least one audio file or folder: "
-                          "l2i interpret CKPT FILE_OR_FOLDER [...]")
-    out = Path(cfg.output_folder)
-    files = audio_files(cfg.files, skip=out)
-    if cfg.top_k is not None and cfg.top_k < 1:
-        raise ConfigError(f"top_k must be >= 1 (or unset), got {cfg.top_k}")
-    explainer = Explainer.load(cfg.ckpt, cfg.device, relevance_th=cfg.relevance_th,
-                               top_k=cfg.top_k, max_memory_mb=cfg.max_memory_mb or None)
-    target = explainer.resolve_target(cfg.target)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    lines = []
-    for f, name in zip(files, _unique_stems(files)):
-        x, sr = read_audio(f)
-        try:
-            expl = explainer.explain(x, sr, target=target)
-        except L2IError as err:
-            raise type(err)(f"{f}: {err}") from None
-        write_explanation(expl, out, name, source=str(f))
-        lines.append(f"{f} -> {out / name}.explanation.wav  target={expl.target_name} "
-                     f"p={expl.classifier_probs[expl.target]:.3f} "
-                     f"components={expl.selected}")
-    return "\n".join(lines)
+        return getattr(interpret, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["relevance", "select_components", "ratio_mask", "explanation_magnitude", "to_audio",
-           "Explanation", "BatchExplanation", "Explainer", "interpret_files", "audio_files",
-           "checkpoint_normalize",
-           "write_explanation"]
+           "Explanation", "BatchExplanation", "Explainer", "checkpoint_normalize",
+           "explanation_warnings", "default_confidence_level", "max_prob_quantile",
+           "write_explanation", "write_components"]

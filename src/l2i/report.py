@@ -336,7 +336,8 @@ def _example_card(folder: Path, name: str, class_names: list) -> str:
         if wav.is_file():
             players.append(f"<div><b>{title}</b><br><audio controls preload='metadata' "
                            f"src='{_data_uri(wav, 'audio/wav')}'></audio></div>")
-    parts = [head, f"<div class='players'>{''.join(players)}</div>"]
+    parts = [head, f"<div class='players'>{''.join(players)}</div>", _component_players(
+        folder, info)]
     png = folder / f"{name}.png"
     if png.is_file():
         parts.append(f"<img alt='{_e(name)} figure' src='{_data_uri(png, 'image/png')}'>")
@@ -348,6 +349,21 @@ def _example_card(folder: Path, name: str, class_names: list) -> str:
         parts.append(f"<p>selected NMF components ({len(sel)}, relevance in brackets): "
                      f"{_e(text)}</p>")
     return "<div class='card'>" + "\n".join(parts) + "</div>"
+
+
+def _component_players(folder: Path, info: dict) -> str:
+    """A player per selected component (``NAME.components/k{K}.wav``, listed in the json's
+    ``components``); they add up to the explanation."""
+    comps = [c for c in info.get("components") or [] if isinstance(c, dict)
+             and (folder / str(c.get("wav", ""))).is_file()]
+    if not comps:
+        return ""
+    cells = "".join(f"<div><b>k={_e(str(c.get('k')))}</b> r={_fmt(c.get('relevance'))}<br>"
+                    f"<audio controls preload='metadata' src='"
+                    f"{_data_uri(folder / str(c['wav']), 'audio/wav')}'></audio></div>"
+                    for c in comps)
+    return ("<p>each selected component alone (they add up to the explanation):</p>"
+            f"<div class='players'>{cells}</div>")
 
 
 def _component_text(s: Any, relevance: list) -> str:

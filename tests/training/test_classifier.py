@@ -120,6 +120,8 @@ def test_train_then_evaluate(tmp_path, tiny_dataset, tiny_features):
     model, info = load_classifier(out / "classifier.ckpt")
     assert len(info.class_names) == 8 and info.features == tiny_features
     assert info.metrics["valid_accuracy"] == m["valid_accuracy"]
+    # the calibration of l2i interpret's low_confidence warning (top probability, valid clips)
+    assert 1 / 8 <= info.metrics["valid_max_prob_q05"] <= 1
     # the normalisation of its training clips, which l2i.explain applies to new audio
     assert torch.load(out / "classifier.ckpt", weights_only=True)["normalize"] == "peak"
     assert (out / "confusion.png").read_bytes()[:4] == b"\x89PNG"

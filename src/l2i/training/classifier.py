@@ -299,6 +299,7 @@ def peak_rss_mb() -> float:
 def train_classifier(cfg: ClassifierRecipe) -> str:
     """``l2i train-classifier RECIPE --data_folder D --output_folder O``; returns a summary."""
     from l2i.data import load_dataset, load_split, with_absolute_data_folder
+    from l2i.explain import CONFIDENCE_KEY, max_prob_quantile
     from l2i.training.common import (
         best_checkpoint_path,
         build_trainer,
@@ -351,11 +352,14 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
     device = torch_device(tr.device) if tr.devices == 1 else torch.device("cpu")
     class_names = list(index.class_names)
     metrics: dict[str, Any] = {}
+    calibration: dict[str, float] = {}
     for name, arrays in splits.items():
         if name == "train":
             continue
         logits = predict(model, arrays, cfg.features, tr.batch_size, device)
         metrics[name] = split_metrics(logits, np.asarray(arrays.labels), class_names)
+        if name == "valid":  # calibrates l2i interpret's low_confidence warning
+            calibration = {CONFIDENCE_KEY: max_prob_quantile(logits)}
     seconds = module.epoch_seconds
     summary = {
         "valid_accuracy": metrics["valid"]["accuracy"],
@@ -371,8 +375,8 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
         "arch": cfg.model.arch, "class_names": class_names, **metrics,
     }
     save_classifier(out / FINAL, model.cpu(), cfg.model, cfg.features, class_names,
-                    {k: summary[k] for k in ("valid_accuracy", "test_accuracy", "best_epoch",
-                                              "epochs")},
+                    {**{k: summary[k] for k in ("valid_accuracy", "test_accuracy",
+                                                "best_epoch", "epochs")}, **calibration},
                     normalize=cfg.data.normalize)
     _write_json(out / "metrics.json", summary)
     shown = "test" if "test" in metrics else "valid"

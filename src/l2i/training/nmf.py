@@ -182,7 +182,8 @@ def spectral_centroids(W: torch.Tensor, features: FeaturesConfig) -> np.ndarray:
 def atoms_figure(path: str | os.PathLike, W: torch.Tensor, features: FeaturesConfig,
                  history: list[float]) -> Path:
     """PNG: the atoms (columns of ``W (F, K)``) sorted by spectral centroid, frequency in Hz,
-    next to the objective per iteration (absent for an imported dictionary)."""
+    each labelled with its index ``k`` in ``W``, next to the objective per iteration (absent for
+    an imported dictionary)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -196,7 +197,10 @@ def atoms_figure(path: str | os.PathLike, W: torch.Tensor, features: FeaturesCon
     ax = axes[0]
     im = ax.imshow(Wn, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
                    extent=[0.5, Wn.shape[1] + 0.5, 0.0, features.sample_rate / 2])
-    ax.set_xlabel("atom (sorted by spectral centroid)")
+    # every atom labelled with its index k in W (the k of an explanation's components)
+    ax.set_xticks(np.arange(1, Wn.shape[1] + 1), [str(int(k)) for k in order],
+                  fontsize=max(3.0, min(8.0, 400.0 / Wn.shape[1])), rotation=90)
+    ax.set_xlabel("atom index k (sorted by spectral centroid)")
     ax.set_ylabel("frequency (Hz)")
     ax.set_title(f"NMF dictionary: {Wn.shape[1]} atoms x {Wn.shape[0]} bins "
                  f"(each scaled to its max)")
