@@ -92,3 +92,27 @@ def test_stream_pads_ranks_evenly_and_checks_the_folder(shards, tmp_path):
     (tmp_path / "index.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(DataError, match="format"):
         ShardStream(tmp_path, "train")
+
+
+def test_a_shards_folder_is_a_data_folder(shards, tiny_dataset, tiny_data_config):
+    from dataclasses import replace
+
+    from l2i.training.interpreter import WaveSplit
+
+    cfg = replace(tiny_data_config, train_folds=[1], valid_folds=[2, 3])  # folds re-assigned
+    orig, sh = load_dataset(tiny_dataset, cfg), load_dataset(shards, cfg, sample_rate=SR)
+    assert sh.shards is not None and sh.class_names == orig.class_names
+    for split in ("train", "valid", "test"):
+        ref = load_split(orig, split, cfg, SR, progress=False)
+        got = load_split(sh, split, cfg, SR)
+        assert got.wavs.shape == np.asarray(ref.wavs).shape
+        pos = {cid: i for i, cid in enumerate(ref.ids)}  # same clips; order follows the shards
+        order = [pos[cid] for cid in got.ids]
+        assert sorted(order) == list(range(len(ref.ids)))
+        np.testing.assert_array_equal(got.labels, ref.labels[order])
+        np.testing.assert_array_equal(np.asarray(got.wavs), np.asarray(ref.wavs)[order])
+    train = load_split(sh, "train", cfg, SR)
+    batch = WaveSplit(train.wavs, train.labels).__getitems__([3, 0, 5])  # across shards
+    np.testing.assert_array_equal(batch["wav"].numpy(), np.asarray(train.wavs)[[3, 0, 5]])
+    with pytest.raises(DataError, match="re-run l2i prepare"):
+        load_split(sh, "train", cfg, 16000)

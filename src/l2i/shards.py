@@ -8,6 +8,11 @@ Layout of a shards folder (``index.json`` last, so a folder without it is unfini
                              "splits": {split: {"shards": [{"file", "n"}], "ids", "labels",
                                                 "folds"}}}
 
+A shards folder is also a ``--data_folder``: :func:`l2i.data.load_dataset` reads its
+``index.json`` (:func:`shard_rows`; folds re-assigned by ``--data.*_folds``) and
+:func:`l2i.data.load_split` returns a :class:`ShardedArray` (read on indexing) instead of
+decoding, so every stage trains from the same decoded copy.
+
 Why plain ``.npy`` shards and not WebDataset / litdata: the clips are already fixed-length
 float arrays after :func:`l2i.data.load_split`, so a shard is one array that ``np.load(...,
 mmap_mode="r")`` maps without decoding, copying or a new dependency; a batch read is a slice
@@ -228,3 +233,78 @@ class ShardStream(IterableDataset):
                 yield {"wav": torch.from_numpy(np.array(data[r], dtype=np.float32)),  # a copy
                        "label": int(labels[i]), "index": i}
             del data
+
+
+# --------------------------------------------------------------------------- as a dataset
+def shard_rows(folder: str | os.PathLike) -> tuple[list[tuple], list[str], dict[str, Any]]:
+    """A shards folder as :func:`l2i.data.load_dataset`'s rows: ``(rows (id, shard path,
+    label key, fold), keyed class names "key\\tname", where)`` with ``where`` the
+    ``DatasetIndex.shards`` record (``{"sample_rate", "duration_s", "at": {id: (file, row)}}``)."""
+    root = Path(folder)
+    meta = read_index(root)
+    rows, at = [], {}
+    for s in meta["splits"].values():
+        places = [(f["file"], r) for f in s["shards"] for r in range(int(f["n"]))]
+        for cid, label, fold, (file, r) in zip(s["ids"], s["labels"], s["folds"], places):
+            rows.append((cid, root / file, str(label), int(fold)))
+            at[cid] = (file, int(r))
+    keyed = [f"{i}\t{name}" for i, name in enumerate(meta["class_names"])]
+    return rows, keyed, {"folder": str(root), "sample_rate": int(meta["sample_rate"]),
+                         "duration_s": float(meta["duration_s"]), "at": at}
+
+
+class ShardedArray:
+    """``(N, S)`` float32 view of clips spread over shard files, read on indexing.
+
+    ``a[i]`` (int) -> ``(S,)``; ``a[idx]`` (int array or slice) -> ``(B, S)``; each read maps
+    the shards it needs and lets them go, so nothing stays resident between reads.
+    """
+
+    def __init__(self, folder: str | os.PathLike, at: list[tuple[str, int]], n_samples: int):
+        self.folder, self.at, self.n_samples = Path(folder), list(at), int(n_samples)
+        self.dtype = np.dtype(np.float32)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.at), self.n_samples)
+
+    def __len__(self) -> int:
+        return len(self.at)
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        if isinstance(idx, (int, np.integer)):
+            return self[np.asarray([idx])][0]
+        i = np.arange(len(self.at))[idx] if isinstance(idx, slice) else np.asarray(idx)
+        out = np.empty((len(i), self.n_samples), dtype=np.float32)  # (B, S)
+        by_file: dict[str, list[int]] = {}
+        for k, j in enumerate(i.tolist()):
+            by_file.setdefault(self.at[j][0], []).append(k)
+        for file, ks in by_file.items():
+            data = np.load(self.folder / file, mmap_mode="r")  # (n, S)
+            out[ks] = data[[self.at[i[k]][1] for k in ks]]
+            del data
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[slice(None)]
+        return out if dtype is None else out.astype(dtype)
+
+
+def sharded_arrays(index: Any, split: str, data_cfg: DataConfig, sample_rate: int) -> Any:
+    """:func:`l2i.data.load_split` of a shards index: a :class:`ShardedArray` split."""
+    from l2i.data import ClipArrays
+
+    where = index.shards
+    if int(sample_rate) != where["sample_rate"]:
+        raise DataError(f"{where['folder']}: shards hold audio at {where['sample_rate']} Hz, "
+                        f"the model needs {sample_rate} Hz: re-run l2i prepare with "
+                        f"--sample_rate {sample_rate}")
+    if data_cfg.duration_s is None or abs(data_cfg.duration_s - where["duration_s"]) > 1e-9:
+        raise DataError(f"{where['folder']}: shards hold {where['duration_s']} s clips, "
+                        f"data.duration_s is {data_cfg.duration_s}: set --data.duration_s "
+                        f"{where['duration_s']} or re-run l2i prepare")
+    clips = index.split(split)
+    n = int(round(where["duration_s"] * where["sample_rate"]))
+    return ClipArrays(ShardedArray(where["folder"], [where["at"][c.id] for c in clips], n),
+                      np.asarray([c.label for c in clips], dtype=np.int64),
+                      [c.id for c in clips], int(sample_rate), list(index.class_names))
