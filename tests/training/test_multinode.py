@@ -78,3 +78,39 @@ def test_two_nodes_match_one_process_and_resume(artefacts, tiny_dataset, tmp_pat
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 2
     m = json.loads((out / "metrics.json").read_text())
     assert m["world_size"] == 2 and m["epochs"] == 3
+
+
+def test_torchrun_layout_and_world_size(monkeypatch):
+    from l2i.config import TrainerConfig
+    from l2i.training.common import torchrun_layout, world_size
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert torchrun_layout() == (1, 0) and world_size(TrainerConfig(devices=3)) == 3
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert torchrun_layout() == (2, 4) and world_size(TrainerConfig()) == 8
+
+
+def test_epoch_sampler_deals_the_global_batches_ddp_ranks_get():
+    from torch.utils.data import DistributedSampler
+
+    from l2i.training.common import EpochShuffleSampler
+
+    data, world, bs = list(range(24)), 2, 4
+    one = EpochShuffleSampler(data, seed=7)
+    for epoch in (0, 1):
+        one.set_epoch(epoch)
+        ranks = []
+        for r in range(world):
+            ds = DistributedSampler(data, num_replicas=world, rank=r, shuffle=True, seed=7)
+            ds.set_epoch(epoch)
+            ranks.append(list(ds))
+        order = list(one)
+        for step in range(len(data) // (bs * world)):
+            ddp = {i for r in ranks for i in r[step * bs:(step + 1) * bs]}
+            assert ddp == set(order[step * bs * world:(step + 1) * bs * world])
+    one.set_epoch(0)
+    first = list(one)
+    one.set_epoch(1)
+    assert list(one) != first and sorted(first) == data
