@@ -48,7 +48,7 @@ def random_interpreter(n_classes: int = 10, n_components: int = 100,
     """An untrained interpreter (as costly as a trained one) built from recipes or defaults."""
     from l2i.interpreter import Interpreter
     from l2i.models import build_classifier
-    from l2i.models.psi import Psi
+    from l2i.models.psi import Psi, probe_map_bins
     from l2i.models.theta import Theta
 
     torch.manual_seed(0)
@@ -66,7 +66,8 @@ def random_interpreter(n_classes: int = 10, n_components: int = 100,
     if width is not None:
         model_cfg.width = width
     clf = build_classifier(model_cfg, features, n_classes)
-    psi = Psi(clf.map_channels, n_components, psi_cfg)
+    psi = Psi(clf.map_channels, n_components, psi_cfg,  # map_bins: freq_reduce flatten
+              map_bins=probe_map_bins(clf, features.n_freq))
     theta = Theta(n_components, n_classes, theta_cfg)
     W = torch.rand(features.n_freq, n_components)
     names = [f"class{i}" for i in range(n_classes)]

@@ -212,6 +212,19 @@ class SynthRecipe:
 
 
 @dataclass
+class PrepareRecipe:
+    """``l2i prepare DATA --output_folder SHARDS``: decode a dataset once into shards."""
+
+    data_folder: str = ""
+    output_folder: str = "shards"
+    data: DataConfig = field(default_factory=DataConfig)
+    sample_rate: int = 16000  # the features' sample rate of the models that will read them
+    clips_per_shard: int = 512
+    dtype: Literal["float16", "float32"] = "float16"
+    progress: bool = True
+
+
+@dataclass
 class ClassifierRecipe:
     """``l2i train-classifier``."""
 

@@ -37,7 +37,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -83,6 +83,8 @@ class DatasetIndex:
     root: Path
     # splits decoded by load_dataset's check, returned by load_split (key: split + settings)
     decoded: dict[str, ClipArrays] = field(default_factory=dict, repr=False)
+    # set for a folder written by `l2i prepare` (l2i.shards.shard_rows): where each clip is
+    shards: dict[str, Any] | None = field(default=None, repr=False)
 
     def split(self, name: str) -> list[Clip]:
         if name not in SPLITS:
@@ -158,13 +160,20 @@ def load_dataset(data_folder: str | os.PathLike, cfg: DataConfig, check_files: b
                         "with one sub-folder per class, or the folder of a CSV manifest")
     _check_config(cfg)
     problems: list[Problem] = []
-    if cfg.format == "esc50":
+    shards = None
+    if (root / "index.json").is_file():  # shards written by `l2i prepare`
+        from l2i.shards import shard_rows
+
+        rows, class_names, shards = shard_rows(root)
+    elif cfg.format == "esc50":
         rows, class_names = _read_esc50(root, cfg, problems)
     elif cfg.format == "csv":
         rows, class_names = _read_manifest(root, cfg, problems)
     else:
         rows, class_names = _read_folders(root, problems)
     index = _assign_splits(root, rows, class_names, cfg, problems)
+    index.shards = shards
+    check_files = check_files and shards is None  # decoded already: nothing to probe
     clips = [c for s in splits for c in index.split(s)]
     if known_classes is not None:
         _check_known(index, clips, list(known_classes), problems)
@@ -425,14 +434,15 @@ def _add(problems: list[Problem], kind: str, items: list[str], todo: str) -> Non
 
 # --------------------------------------------------------------------------- decoding + cache
 def cache_key(clips: list[Clip], sample_rate: int, cfg: DataConfig) -> str:
-    """Hash of the file list (path, size, mtime) and every setting that changes the audio."""
+    """Hash of the clip list (id, path, size, mtime, label) and every setting that changes the
+    audio (the id too: the clips of a shards folder share their shard files)."""
     h = hashlib.sha1()
     crop = "center" if cfg.crop == "random" else cfg.crop
     h.update(json.dumps([CACHE_VERSION, int(sample_rate), cfg.duration_s, crop,
                          cfg.normalize]).encode())
     for c in clips:
         st = c.path.stat()
-        h.update(f"\n{c.path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{c.label}".encode())
+        h.update(f"\n{c.id}|{c.path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{c.label}".encode())
     return h.hexdigest()[:20]
 
 
@@ -455,6 +465,10 @@ def load_split(index: DatasetIndex, split: str, data_cfg: DataConfig, sample_rat
     if not index.split(split):
         raise DataError(f"the {split} split of {index.root} is empty: choose its folds with "
                         f"--data.{split}_folds")
+    if index.shards is not None:
+        from l2i.shards import sharded_arrays
+
+        return sharded_arrays(index, split, data_cfg, sample_rate)
     key = _decoded_key(split, data_cfg, sample_rate, cache_dir, random_crop)
     if key in index.decoded:
         return index.decoded[key]

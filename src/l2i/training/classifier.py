@@ -305,6 +305,7 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
         build_trainer,
         resume_checkpoint,
         torch_device,
+        world_size,
     )
 
     if not cfg.data_folder:
@@ -333,7 +334,7 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
                              class_names=index.class_names)
     train_dl = _loader(splits["train"], tr.batch_size, True, tr.num_workers, tr.seed)
     valid_dl = _loader(splits["valid"], tr.batch_size, False, tr.num_workers, tr.seed)
-    steps = max(1, math.ceil(len(train_dl) / max(1, tr.devices)))
+    steps = max(1, math.ceil(len(train_dl) / world_size(tr)))  # DDP: all nodes' processes
     if tr.limit_batches is not None:
         steps = max(1, int(tr.limit_batches) if tr.limit_batches > 1
                     else int(steps * tr.limit_batches))

@@ -6,8 +6,9 @@
 - :func:`build_trainer` makes a ``lightning.Trainer`` from a :class:`~l2i.config.TrainerConfig`:
   best checkpoint on a monitored metric + ``last.ckpt`` (for ``--trainer.resume``) in
   ``output_folder/checkpoints``, CSV logs in ``output_folder/logs`` (TensorBoard too when asked),
-  progress bar, gradient clipping, precision, DDP when ``trainer.devices > 1`` (gloo on CPU),
-  determinism and the seed.
+  progress bar, gradient clipping, precision, DDP when ``trainer.devices > 1`` or under
+  ``torchrun --nnodes N --nproc_per_node M`` (:func:`torchrun_layout`; gloo on CPU, NCCL on GPU),
+  determinism and the seed. Only global rank 0 writes checkpoints and logs (Lightning).
 - :func:`resume_checkpoint` decides whether a run continues from ``last.ckpt``, starts afresh,
   or must be refused (a finished run is never overwritten silently).
 - :func:`configure_optimizers` builds the optimiser and LR schedule (cosine with linear warmup,
@@ -106,7 +107,10 @@ def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, 
             raise ConfigError("trainer.devices > 1 cannot be combined with a single "
                               f"trainer.device {trainer_cfg.device!r}; use cuda or auto")
         devices = trainer_cfg.devices
-    n_proc = len(devices) if isinstance(devices, list) else devices
+    num_nodes, local_world = torchrun_layout()
+    if local_world:  # started by torchrun: its layout wins (one process per device)
+        devices = local_world if isinstance(devices, int) else devices
+    n_proc = num_nodes * (len(devices) if isinstance(devices, list) else devices)
     strategy: Any = trainer_cfg.strategy
     if strategy == "auto" and n_proc > 1:
         from lightning.pytorch.strategies import DDPStrategy
@@ -115,8 +119,12 @@ def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, 
     ckpt_dir = out / CHECKPOINT_DIR
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-epoch{epoch:03d}",
                            auto_insert_metric_name=False, monitor=monitor, mode=mode,
-                           save_top_k=1, save_last=True)
-    callbacks: list[Any] = [best, *extra_callbacks]
+                           save_top_k=1)
+    # last.ckpt every epoch (Lightning's save_last only writes it when `best` improved); after
+    # `best` in the list, so it holds best's updated state (Lightning keeps their order)
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename=Path(LAST_CKPT).stem, monitor=None,
+                           save_top_k=1, enable_version_counter=False)
+    callbacks: list[Any] = [best, last, *extra_callbacks]
     if trainer_cfg.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
 
@@ -134,7 +142,7 @@ def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, 
 
     limit = _limit(trainer_cfg.limit_batches)
     return L.Trainer(
-        accelerator=accelerator, devices=devices, strategy=strategy,
+        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
         precision=trainer_cfg.precision, max_epochs=trainer_cfg.epochs,
         gradient_clip_val=trainer_cfg.grad_clip if trainer_cfg.grad_clip > 0 else None,
         deterministic="warn" if trainer_cfg.deterministic else False,
@@ -143,6 +151,22 @@ def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, 
         limit_train_batches=limit, limit_val_batches=limit,
         num_sanity_val_steps=0, log_every_n_steps=10,
     )
+
+
+def torchrun_layout() -> tuple[int, int]:
+    """``(nodes, processes per node)`` of a ``torchrun --nnodes N --nproc_per_node M`` launch
+    (from its ``WORLD_SIZE`` / ``LOCAL_WORLD_SIZE``), ``(1, 0)`` when not started by torchrun."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "0"))
+    if local < 1:
+        return 1, 0
+    world = int(os.environ.get("WORLD_SIZE", str(local)))
+    return max(1, world // local), local
+
+
+def world_size(trainer_cfg: TrainerConfig) -> int:
+    """Number of training processes: torchrun's ``WORLD_SIZE``, else ``trainer.devices``."""
+    nodes, local = torchrun_layout()
+    return nodes * local if local else max(1, trainer_cfg.devices)
 
 
 def _limit(value: float | None) -> int | float | None:
@@ -163,9 +187,33 @@ def best_checkpoint_path(trainer: Any) -> str | None:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     for cb in trainer.callbacks:
-        if isinstance(cb, ModelCheckpoint) and cb.best_model_path:
+        if isinstance(cb, ModelCheckpoint) and cb.monitor is not None and cb.best_model_path:
             return cb.best_model_path
     return None
+
+
+class EpochShuffleSampler(torch.utils.data.RandomSampler):
+    """A training sampler whose order depends only on ``(seed, epoch)``: epoch ``e`` visits
+    ``torch.randperm(n)`` drawn from a generator seeded ``seed + e``, exactly the permutation
+    Lightning's DistributedSampler (``seed = PL_GLOBAL_SEED``) deals out to the DDP ranks.
+
+    So one process with batch ``B x R`` sees the same global batches as ``R`` DDP processes with
+    batch ``B``, and a resumed run the same order as an uninterrupted one. Lightning calls
+    :meth:`set_epoch` every epoch; under DDP it replaces this sampler (a RandomSampler) by its
+    DistributedSampler with ``shuffle=True``.
+    """
+
+    def __init__(self, data_source: Any, seed: int | None = None) -> None:
+        super().__init__(data_source)
+        self.seed = int(os.environ.get("PL_GLOBAL_SEED", "0")) if seed is None else int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Any:
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(len(self.data_source), generator=gen).tolist())
 
 
 # --------------------------------------------------------------------------- resuming
@@ -251,6 +299,8 @@ class _cosine_with_warmup:  # noqa: N801 (a picklable lambda)
 configure_optim = configure_optimizers
 resume_path = resume_checkpoint
 
-__all__ = ["resolve_device", "torch_device", "build_trainer", "best_checkpoint_path",
-           "resume_checkpoint", "configure_optimizers", "configure_optim", "resume_path",
+__all__ = ["resolve_device", "torch_device", "build_trainer", "torchrun_layout", "world_size",
+           "EpochShuffleSampler",
+           "best_checkpoint_path", "resume_checkpoint", "configure_optimizers", "configure_optim",
+           "resume_path",
            "CHECKPOINT_DIR", "LAST_CKPT"]

@@ -505,8 +505,12 @@ def _wait_for(path: Path, key: str, timeout_s: float = 6 * 3600) -> None:
 
 
 def make_loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int) -> DataLoader:
-    """Batches built by ``ds.__getitems__`` (one vectorised read per batch)."""
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_batch,
+    """Batches built by ``ds.__getitems__`` (one vectorised read per batch); shuffled by
+    :class:`~l2i.training.common.EpochShuffleSampler` (same global batches under DDP)."""
+    from l2i.training.common import EpochShuffleSampler
+
+    sampler = EpochShuffleSampler(ds) if shuffle else None
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate_batch,
                       num_workers=num_workers, persistent_workers=num_workers > 0)
 
 
@@ -521,6 +525,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
         build_trainer,
         resume_checkpoint,
         torch_device,
+        world_size,
     )
 
     t0 = time.time()
@@ -597,7 +602,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
         n_samples = int(round(cfg.data.duration_s * info.features.sample_rate))
         noise = NoiseBank(augment.noise_folder, info.features.sample_rate, n_samples,
                           seed=trainer_cfg.seed + rank)
-    steps = math.ceil(len(datasets["train"]) / (bs * max(1, trainer_cfg.devices)))
+    steps = math.ceil(len(datasets["train"]) / (bs * world_size(trainer_cfg)))
     module = L2IModule(interp, cfg.loss, trainer_cfg, augment, noise, steps_per_epoch=steps)
 
     timer = BestTimer(t0)
