@@ -183,18 +183,24 @@ def score_clips(explainer: Any, wavs: np.ndarray, batch_size: int, seed: int = 0
         v = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
         cols.setdefault(name, []).append(v)
 
-    def probs_fn(mag: Tensor) -> Tensor:
-        return interp.classify(mag)[0].float().softmax(dim=1)  # (B, C)
+    from l2i.interpreter import class_probs, classifier_activation
+
+    act = classifier_activation(interp.classifier)
+
+    def probs_fn(mag: Tensor, phase: Tensor, length: int) -> Tensor:
+        """Re-classify a modified magnitude (with the input's phase): ``(B, C)``."""
+        return class_probs(interp.classify(mag, phase, length)[0], act)
 
     starts = range(0, n, batch_size)
     for start in tqdm(starts, desc="evaluate", unit="batch", disable=not progress):
         wav = torch.from_numpy(np.ascontiguousarray(wavs[start:start + batch_size])).to(device)
-        mag = feats.magnitude(feats.stft(wav, fcfg))  # (B, T, F)
+        spec = feats.stft(wav, fcfg)  # (B, T, F) complex
+        mag, phase, length = feats.magnitude(spec), feats.phase(spec), wav.shape[1]
         n_frames = mag.shape[1]
-        b = explainer.explain_batch(mag)  # target = the classifier's prediction
+        b = explainer.explain_batch(mag, phase=phase, length=length)  # target: the prediction
         c = b.target  # (B,)
-        probs_in = probs_fn(b.mask * mag)  # (B, C) masked-in
-        probs_out = probs_fn((1.0 - b.mask) * mag)  # (B, C) masked-out
+        probs_in = probs_fn(b.mask * mag, phase, length)  # (B, C) masked-in
+        probs_out = probs_fn((1.0 - b.mask) * mag, phase, length)  # (B, C) masked-out
         p = b.probs.gather(1, c[:, None])[:, 0]  # (B,)
         o = probs_in.gather(1, c[:, None])[:, 0]
         q = probs_out.gather(1, c[:, None])[:, 0]
@@ -223,7 +229,7 @@ def score_clips(explainer: Any, wavs: np.ndarray, batch_size: int, seed: int = 0
         # so p_relevant = q; the control removes as many random components per clip.
         rnd = M.random_like_selection(b.selected, gen)  # (B, K)
         m_rnd = M.removal_mask(interp.W, b.H, rnd)  # (B, T, F)
-        p_rnd = probs_fn(mag * (1.0 - m_rnd)).gather(1, c[:, None])[:, 0]  # (B,)
+        p_rnd = probs_fn(mag * (1.0 - m_rnd), phase, length).gather(1, c[:, None])[:, 0]
         add("p_removed_relevant", q)
         add("p_removed_random", p_rnd)
         add("drop_relevant", p - q)

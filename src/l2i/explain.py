@@ -293,6 +293,13 @@ class Explainer:
     def device(self) -> torch.device:
         return self.interpreter.W.device
 
+    @property
+    def interpreter_activation(self) -> str:
+        """The classifier's activation: softmax (single-label) or sigmoid (multi-label)."""
+        from l2i.interpreter import classifier_activation
+
+        return classifier_activation(self.interpreter.classifier)
+
     def resolve_target(self, target: int | str | None) -> int | None:
         """A class index from an index, a class name (or its index as a string) or None."""
         if target is None:
@@ -317,15 +324,20 @@ class Explainer:
 
     # ---- batched core
     @torch.no_grad()
-    def explain_batch(self, mag: Tensor, target: Tensor | int | None = None) -> BatchExplanation:
+    def explain_batch(self, mag: Tensor, target: Tensor | int | None = None,
+                      phase: Tensor | None = None, length: int | None = None
+                      ) -> BatchExplanation:
         """One forward pass on magnitudes ``mag (B, T, F)`` (already on any device).
 
         ``target``: ``(B,)`` class indices, one int for all, or None (the classifier's
-        prediction per clip).
+        prediction per clip). ``phase (B, T, F)`` and ``length`` (samples) go to the classifier
+        (a classifier given as code needs them). Probabilities use the classifier's activation.
         """
+        from l2i.interpreter import class_probs, classifier_activation
+
         interp = self.interpreter
         mag = mag.to(self.device, torch.float32)
-        out = interp(mag)
+        out = interp(mag, phase=phase, length=length)
         logits, theta_logits, H, z = out.logits, out.theta_logits, out.H, out.z
         if H.shape[-1] != mag.shape[1]:
             raise L2IError(f"interpreter returned H with {H.shape[-1]} frames for an input of "
@@ -340,8 +352,10 @@ class Explainer:
         r = relevance(interp.theta.linear.weight, z, tgt)  # (B, K)
         sel = select_components(r, self.relevance_th, self.top_k)  # (B, K)
         mask = ratio_mask(interp.W, H, sel)  # (B, T, F)
-        return BatchExplanation(logits=logits, probs=logits.softmax(dim=1),
-                                theta_logits=theta_logits, theta_probs=theta_logits.softmax(dim=1),
+        act = classifier_activation(interp.classifier)
+        return BatchExplanation(logits=logits, probs=class_probs(logits, act),
+                                theta_logits=theta_logits,
+                                theta_probs=class_probs(theta_logits, act),
                                 H=H, z=z, target=tgt, relevance=r, selected=sel, mask=mask)
 
     # ---- waveforms
@@ -393,7 +407,7 @@ class Explainer:
         wav = torch.from_numpy(np.ascontiguousarray(x2)).to(self.device)  # (B, N)
         spec = feats.stft(wav, self.features)  # (B, T, F) complex
         mag = feats.magnitude(spec)  # (B, T, F)
-        b = self.explain_batch(mag, tgt)
+        b = self.explain_batch(mag, tgt, phase=feats.phase(spec), length=n)
         # M |X| e^{i phase(X)} = M X: to_audio(explanation_magnitude(M, |X|), phase(X)) in one step
         audio = feats.istft(b.mask.to(spec.device) * spec, self.features, length=n)  # (B, N)
         out = [self._one(b, i, audio[i], mag[i], t_in) for i in range(mag.shape[0])]
@@ -507,12 +521,35 @@ def interpret_files(cfg: InterpretRecipe) -> str:
     lines = []
     for f, name in zip(files, _unique_stems(files)):
         x = load_audio(f, explainer.sample_rate, duration_s=None, normalize="peak")
-        expl = explainer.explain(x, explainer.sample_rate, target=target)
-        write_explanation(expl, out, name, source=str(f))
-        lines.append(f"{f} -> {out / name}.explanation.wav  target={expl.target_name} "
-                     f"p={expl.classifier_probs[expl.target]:.3f} "
-                     f"components={expl.selected}")
+        per_class = target is None and explainer.interpreter_activation == "sigmoid"
+        targets = multilabel_targets(explainer, x) if per_class else [target]
+        for t in targets:  # multi-label: one explanation per class above the threshold
+            expl = explainer.explain(x, explainer.sample_rate, target=t)
+            stem = f"{name}.{_safe(expl.target_name)}" if per_class else name
+            write_explanation(expl, out, stem, source=str(f))
+            lines.append(f"{f} -> {out / stem}.explanation.wav  target={expl.target_name} "
+                         f"p={expl.classifier_probs[expl.target]:.3f} "
+                         f"components={expl.selected}")
     return "\n".join(lines)
+
+
+def _safe(name: str) -> str:
+    """A class name usable in a file name."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "class"
+
+
+def multilabel_threshold(explainer: Explainer) -> float:
+    """The decision threshold of a multi-label classifier (``classifier.threshold``, 0.5)."""
+    spec = getattr(explainer.interpreter.classifier, "spec", None)
+    return float(getattr(spec, "threshold", 0.5))
+
+
+def multilabel_targets(explainer: Explainer, waveform: np.ndarray) -> list[int]:
+    """Classes whose sigmoid exceeds the threshold for ``waveform (N,)``, most probable first
+    (the single most probable class when none does)."""
+    probs = explainer.explain(waveform, explainer.sample_rate).classifier_probs  # (C,)
+    on = [int(i) for i in np.argsort(-probs) if probs[i] > multilabel_threshold(explainer)]
+    return on or [int(np.argmax(probs))]
 
 
 __all__ = ["relevance", "select_components", "ratio_mask", "explanation_magnitude", "to_audio",

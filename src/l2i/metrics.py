@@ -371,3 +371,30 @@ __all__ = [
     "complexity", "removal_mask", "random_like_selection", "component_removal", "roc_auc", "iou",
     "mask_localisation",
 ]
+
+
+def average_precision(scores: Tensor, truth: Tensor) -> float:
+    """Average precision (area under the precision-recall curve, step-wise) of one class.
+
+    ``scores (N,)``, ``truth (N,)`` bool; ``sum_k P@k * rel_k / n_pos`` over the clips sorted by
+    decreasing score (ties in input order). NaN when there is no positive.
+    """
+    t = truth.reshape(-1).bool()
+    n_pos = int(t.sum())
+    if n_pos == 0:
+        return math.nan
+    order = torch.argsort(scores.reshape(-1).float(), descending=True, stable=True)
+    rel = t[order].double()  # (N,)
+    precision = rel.cumsum(0) / torch.arange(1, rel.numel() + 1, dtype=torch.float64)
+    return float((precision * rel).sum() / n_pos)
+
+
+def macro_average_precision(scores: Tensor, truth: Tensor) -> float:
+    """Macro AUPRC over classes of ``scores (N, C)`` vs ``truth (N, C)`` bool.
+
+    Classes without a positive are skipped; NaN when no class has one.
+    """
+    aps = [average_precision(scores[:, c], truth[:, c]) for c in range(scores.shape[1])]
+    aps = [a for a in aps if not math.isnan(a)]
+    return float(sum(aps) / len(aps)) if aps else math.nan
+
