@@ -291,3 +291,17 @@ def test_own_classifiers_accept_and_ignore_phase(tiny_features):
     assert torch.equal(a, b) and clf.activation == "softmax"
 
 
+
+
+def test_the_worked_example_of_the_docs_runs_as_printed(tmp_path):
+    doc = (Path(__file__).parents[1] / "docs" / "custom_classifier.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.splitlines()) <= 30
+    (tmp_path / "my_models.py").write_text(code)
+    spec = ClassifierSpec(module=f"{tmp_path / 'my_models.py'}:build", sample_rate=16000,
+                          layers=["encoder.2", "encoder.5"])
+    from l2i.config import FeaturesConfig
+    from l2i.models.hooked import describe_layers
+    h = build_hooked(spec, FeaturesConfig(), (1.0, 2.0))
+    printed = doc.split("hooked layers for 2 s:\n", 1)[1].split("```", 1)[0].strip()
+    assert describe_layers(h.layers).strip() == printed

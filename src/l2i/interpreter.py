@@ -141,8 +141,12 @@ class Interpreter(nn.Module):
     def classify(self, mag: Tensor, phase: Tensor | None = None, length: int | None = None
                  ) -> tuple[Tensor, dict[str, Tensor]]:
         """The frozen classifier: ``mag (B, T, F)`` (+ ``phase``, samples ``length``) ->
-        ``(logits (B, C), maps)``. A classifier given as code needs the phase."""
-        return self.classifier(mag, phase=phase, length=length)
+        ``(logits (B, C), maps)``. A classifier given as code (``needs_phase``) gets the phase
+        and length; the others are called with the magnitude alone (any ``mag -> (logits,
+        maps)`` module keeps working)."""
+        if getattr(self.classifier, "needs_phase", False):
+            return self.classifier(mag, phase=phase, length=length)
+        return self.classifier(mag)
 
     def heads(self, reduced: dict[str, Tensor], n_frames: int) -> tuple[Tensor, Tensor, Tensor]:
         """psi + theta from frequency-pooled maps (:meth:`Psi.reduce`).

@@ -131,7 +131,13 @@ def build_from_spec(spec: ClassifierSpec) -> tuple[nn.Module, list[str] | None]:
         raise ConfigError(f"classifier.kwargs must be a mapping, got {spec.kwargs!r}")
     fn = import_callable(spec.module)
     args = (spec.checkpoint,) if spec.checkpoint else ()
-    built = fn(*args, **dict(spec.kwargs))
+    try:
+        built = fn(*args, **dict(spec.kwargs))
+    except Exception as err:  # noqa: BLE001 - the user's code: say which call failed
+        call = ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in spec.kwargs.items()])
+        raise L2IError(f"classifier.module {spec.module!r}: the call {_split_spec(spec.module)[1]}"
+                       f"({call}) failed ({type(err).__name__}: {err}); its arguments are "
+                       "classifier.checkpoint (first) and classifier.kwargs") from err
     names = None
     if isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], nn.Module):
         built, names = built
@@ -229,7 +235,7 @@ def hooked(model: nn.Module, layers: list[str]) -> Iterator[dict[str, Tensor]]:
             if t is None:
                 raise L2IError(f"classifier.layers: {name!r} returned {type(out).__name__}, "
                                "not a tensor: hook a layer whose output is a tensor")
-            seen[name] = t
+            seen[name] = t.clone()  # a later in-place op (ReLU(inplace=True)) must not alter it
         return fn
 
     for name in layers:
@@ -324,8 +330,11 @@ class HookedClassifier(nn.Module):
 
     Attributes: ``model`` (the user's module), ``spec``, ``features`` (l2i's STFT),
     ``class_names``, ``n_classes``, ``activation``, ``layers`` ({name: LayerInfo}),
-    ``map_names``, ``map_channels``, ``map_bins``.
+    ``map_names``, ``map_channels``, ``map_bins``; ``needs_phase`` (re-classifying a magnitude
+    needs the input's phase and length).
     """
+
+    needs_phase = True
 
     def __init__(self, model: nn.Module, spec: ClassifierSpec, features: FeaturesConfig,
                  class_names: list[str], layers: Mapping[str, LayerInfo]) -> None:
