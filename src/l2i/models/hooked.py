@@ -431,8 +431,9 @@ def load_code_classifier(record: Mapping[str, Any], map_location: str | torch.de
     want = record.get("module_sha256")
     if path is not None and want:
         if not path.is_file():
-            raise L2IError(f"the classifier's code {path} is gone: put it back or give its new "
-                           "place (classifier_module), the checkpoint records its sha256")
+            raise L2IError(f"the classifier's code {path} is gone: put it back there, or load "
+                           "with l2i.interpreter.load_interpreter(ckpt, classifier_module="
+                           "'new/place.py:build'); its sha256 is checked either way")
         got = sha256_file(path)
         if got != want:
             raise L2IError(f"{path} changed since the interpreter was trained (sha256 {got[:12]} "
