@@ -239,6 +239,11 @@ def test_multilabel_fidelity_and_per_class_explanations(tiny_dataset, tiny_featu
     assert 0.0 <= m["test/fid_agreement"] <= 1.0 and 0.0 <= m["test/fid_auprc"] <= 1.0
     interp = load_interpreter(out / "l2i.ckpt")
     assert interp.activation == "sigmoid"
+    from l2i.evaluation import score_clips
+    from l2i.explain import Explainer
+    wavs = 0.1 * np.random.default_rng(0).standard_normal((3, 8000)).astype(np.float32)
+    res = score_clips(Explainer(interp), wavs, batch_size=2, progress=False)
+    assert 0.0 <= res.multilabel["fid_agreement"] <= 1.0
     clip = next((tiny_dataset / "audio").glob("*.wav"))
     from l2i.audio import load_audio
     from l2i.explain import Explainer, multilabel_targets
@@ -260,8 +265,8 @@ def test_multilabel_fidelity_and_per_class_explanations(tiny_dataset, tiny_featu
 def test_multilabel_losses_and_auprc_by_hand():
     from sklearn.metrics import average_precision_score
 
-    from l2i.metrics import average_precision, macro_average_precision
-    from l2i.training.interpreter import binary_fidelity, multilabel_fidelity
+    from l2i.metrics import average_precision, macro_average_precision, multilabel_fidelity
+    from l2i.training.interpreter import binary_fidelity
 
     theta, f = torch.tensor([[0.0, 2.0]]), torch.tensor([[0.0, -2.0]])
     t = torch.sigmoid(f)
@@ -278,6 +283,7 @@ def test_multilabel_losses_and_auprc_by_hand():
                               torch.tensor([[1.0, -1.0], [1.0, 1.0]]))
     assert fid["fid_agreement"] == pytest.approx(0.75) and fid["fid_auprc"] == pytest.approx(
         (1.0 + 1.0) / 2)
+    assert fid["fid_agreement_per_class"] == pytest.approx([0.5, 1.0])
 
 
 def test_own_classifiers_accept_and_ignore_phase(tiny_features):

@@ -149,6 +149,7 @@ class ClipResults:
     columns: dict[str, np.ndarray]
     localisation: dict[str, dict[str, np.ndarray]] | None  # method -> metric -> (N,)
     n_frames: int
+    multilabel: dict[str, float] | None = None  # sigmoid classifiers: fid_auprc, fid_agreement
 
 
 @torch.no_grad()
@@ -191,6 +192,7 @@ def score_clips(explainer: Any, wavs: np.ndarray, batch_size: int, seed: int = 0
         """Re-classify a modified magnitude (with the input's phase): ``(B, C)``."""
         return class_probs(interp.classify(mag, phase, length)[0], act)
 
+    multi: list[tuple[Tensor, Tensor]] = []  # sigmoid: (theta_logits, logits) per batch
     starts = range(0, n, batch_size)
     for start in tqdm(starts, desc="evaluate", unit="batch", disable=not progress):
         wav = torch.from_numpy(np.ascontiguousarray(wavs[start:start + batch_size])).to(device)
@@ -205,6 +207,8 @@ def score_clips(explainer: Any, wavs: np.ndarray, batch_size: int, seed: int = 0
         o = probs_in.gather(1, c[:, None])[:, 0]
         q = probs_out.gather(1, c[:, None])[:, 0]
         add("prediction", c)
+        if act == "sigmoid":
+            multi.append((b.theta_logits.cpu(), b.logits.cpu()))
         add("theta_prediction", b.theta_logits.argmax(dim=1))
         add("masked_in_prediction", probs_in.argmax(dim=1))
         add("p", p)
@@ -240,7 +244,13 @@ def score_clips(explainer: Any, wavs: np.ndarray, batch_size: int, seed: int = 0
     columns = {k: np.concatenate(v) for k, v in cols.items()}
     loc_arrays = ({m: {k: np.asarray(v, dtype=np.float64) for k, v in d.items()}
                    for m, d in loc.items()} if truth_masks is not None else None)
-    return ClipResults(columns=columns, localisation=loc_arrays, n_frames=n_frames)
+    ml = None
+    if multi:
+        th = float(getattr(getattr(interp.classifier, "spec", None), "threshold", 0.5))
+        ml = M.multilabel_fidelity(torch.cat([m[0] for m in multi]),
+                                   torch.cat([m[1] for m in multi]), th)
+    return ClipResults(columns=columns, localisation=loc_arrays, n_frames=n_frames,
+                       multilabel=ml)
 
 
 def _localise(scores: dict[str, Tensor], truths: list[np.ndarray | None],
@@ -286,6 +296,9 @@ def aggregate(res: ClipResults, labels: np.ndarray) -> dict[str, Any]:
     for k in FIDELITY_K:
         col = c.get(f"fid_top{k}")
         out[f"fidelity_top{k}"] = None if col is None else 100.0 * _mean(col)
+    if res.multilabel is not None:  # the paper's multi-label fidelity (percent)
+        out.update({k: [100.0 * x for x in v] if isinstance(v, list) else 100.0 * v
+                    for k, v in res.multilabel.items()})
     out["accuracy"] = 100.0 * _mean(c["prediction"] == labels)
     out["theta_accuracy"] = 100.0 * _mean(c["theta_prediction"] == labels)
     out["component_removal"] = {

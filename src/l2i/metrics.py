@@ -369,7 +369,7 @@ __all__ = [
     "fidelity_topk", "average_increase", "average_drop", "average_gain",
     "average_drop_sb_compatible", "faithfulness_ff", "input_fidelity", "sparseness",
     "complexity", "removal_mask", "random_like_selection", "component_removal", "roc_auc", "iou",
-    "mask_localisation",
+    "mask_localisation", "average_precision", "macro_average_precision", "multilabel_fidelity",
 ]
 
 
@@ -398,3 +398,19 @@ def macro_average_precision(scores: Tensor, truth: Tensor) -> float:
     aps = [a for a in aps if not math.isnan(a)]
     return float(sum(aps) / len(aps)) if aps else math.nan
 
+
+def multilabel_fidelity(theta_logits: Tensor, classifier_logits: Tensor,
+                        threshold: float = 0.5) -> dict[str, float]:
+    """The paper's multi-label fidelity over a split, both ``(N, C)``.
+
+    ``fid_auprc``: macro average precision of theta's sigmoids against the classifier's
+    decisions ``sigmoid(f) > threshold`` (classes the classifier never turns on are skipped);
+    ``fid_agreement``: share of (clip, class) pairs where theta's decision equals the
+    classifier's; ``fid_agreement_per_class``: that share per class ``(C,)`` as a list.
+    """
+    decided = torch.sigmoid(classifier_logits.float()) > threshold  # (N, C)
+    theta_p = torch.sigmoid(theta_logits.float())  # (N, C)
+    agree = ((theta_p > threshold) == decided).float()  # (N, C)
+    return {"fid_auprc": macro_average_precision(theta_p, decided),
+            "fid_agreement": float(agree.mean()),
+            "fid_agreement_per_class": [float(a) for a in agree.mean(dim=0)]}

@@ -63,6 +63,7 @@ from l2i.config import (
 from l2i.errors import ConfigError, L2IError
 from l2i.features import features_match, n_frames, stft
 from l2i.interpreter import Interpreter, save_interpreter
+from l2i.metrics import multilabel_fidelity
 from l2i.models.psi import Psi, probe_map_bins
 from l2i.models.theta import Theta
 
@@ -108,24 +109,6 @@ def binary_fidelity(theta_logits: Tensor, classifier_logits: Tensor,
         raise ValueError(f"classifier_temp must be > 0, got {temp}")
     target = torch.sigmoid(classifier_logits.detach().float() / temp)  # (B, C)
     return F.binary_cross_entropy_with_logits(theta_logits.float(), target)
-
-
-def multilabel_fidelity(theta_logits: Tensor, classifier_logits: Tensor,
-                        threshold: float = 0.5) -> dict[str, float]:
-    """The paper's multi-label fidelity over a split, both ``(N, C)``.
-
-    ``fid_auprc``: macro average precision of theta's sigmoids against the classifier's
-    decisions ``sigmoid(f) > threshold`` (classes the classifier never turns on are skipped);
-    ``fid_agreement``: share of (clip, class) pairs where theta's decision equals the
-    classifier's.
-    """
-    from l2i.metrics import macro_average_precision
-
-    decided = torch.sigmoid(classifier_logits.float()) > threshold  # (N, C)
-    theta_p = torch.sigmoid(theta_logits.float())  # (N, C)
-    agree = ((theta_p > threshold) == decided).float().mean()
-    return {"fid_auprc": macro_average_precision(theta_p, decided),
-            "fid_agreement": float(agree)}
 
 
 def topk_hits(theta_logits: Tensor, classifier_logits: Tensor, k: int) -> Tensor:
