@@ -246,9 +246,11 @@ def score_clips(explainer: Any, wavs: np.ndarray, batch_size: int, seed: int = 0
                    for m, d in loc.items()} if truth_masks is not None else None)
     ml = None
     if multi:
-        th = float(getattr(getattr(interp.classifier, "spec", None), "threshold", 0.5))
+        from l2i.interpreter import classifier_threshold
+
         ml = M.multilabel_fidelity(torch.cat([m[0] for m in multi]),
-                                   torch.cat([m[1] for m in multi]), th)
+                                   torch.cat([m[1] for m in multi]),
+                                   classifier_threshold(interp.classifier))
     return ClipResults(columns=columns, localisation=loc_arrays, n_frames=n_frames,
                        multilabel=ml)
 

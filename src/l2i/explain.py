@@ -540,8 +540,9 @@ def _safe(name: str) -> str:
 
 def multilabel_threshold(explainer: Explainer) -> float:
     """The decision threshold of a multi-label classifier (``classifier.threshold``, 0.5)."""
-    spec = getattr(explainer.interpreter.classifier, "spec", None)
-    return float(getattr(spec, "threshold", 0.5))
+    from l2i.interpreter import classifier_threshold
+
+    return classifier_threshold(explainer.interpreter.classifier)
 
 
 def multilabel_targets(explainer: Explainer, waveform: np.ndarray) -> list[int]:

@@ -65,6 +65,11 @@ def classifier_activation(classifier: Any) -> str:
     return str(getattr(classifier, "activation", "softmax") or "softmax")
 
 
+def classifier_threshold(classifier: Any) -> float:
+    """The decision threshold of a multi-label classifier (``classifier.threshold``; 0.5)."""
+    return float(getattr(getattr(classifier, "spec", None), "threshold", 0.5))
+
+
 def reconstruct(W: Tensor, H: Tensor) -> Tensor:
     """NMF decoder: ``W (F, K)``, ``H (B, K, T)`` -> ``W H`` as ``(B, T, F)`` (log1p-magnitude)."""
     return torch.einsum("fk,bkt->btf", W.to(H.dtype), H)  # (B, T, F)

@@ -62,7 +62,7 @@ from l2i.config import (
 )
 from l2i.errors import ConfigError, L2IError
 from l2i.features import features_match, n_frames, stft
-from l2i.interpreter import Interpreter, save_interpreter
+from l2i.interpreter import Interpreter, classifier_threshold, save_interpreter
 from l2i.metrics import multilabel_fidelity
 from l2i.models.psi import Psi, probe_map_bins
 from l2i.models.theta import Theta
@@ -367,7 +367,7 @@ class L2IModule(L.LightningModule):
             o["target"]).clamp_min(1e-12)
         fid = values["valid/fid_top1"]
         if self.interp.activation == "sigmoid":  # multi-label: per-class agreement
-            th = float(getattr(getattr(self.interp.classifier, "spec", None), "threshold", 0.5))
+            th = classifier_threshold(self.interp.classifier)
             fid = ((torch.sigmoid(theta_logits) > th) == (torch.sigmoid(logits) > th)).float() \
                 .mean()
             values["valid/fid_agreement"] = fid
@@ -418,7 +418,7 @@ def evaluate_split(module: L2IModule, loader: DataLoader, device: torch.device
     out.update(rec_mse=se / max(cnt, 1), rec_rel=math.sqrt(se / max(ss, 1e-12)),
                loss=loss / max(n, 1), classifier_acc=correct / max(n, 1), n_clips=n)
     if multilabel and kept:
-        th = float(getattr(getattr(module.interp.classifier, "spec", None), "threshold", 0.5))
+        th = classifier_threshold(module.interp.classifier)
         out.update(multilabel_fidelity(torch.cat([k[0] for k in kept]),
                                        torch.cat([k[1] for k in kept]), th))
     return out
