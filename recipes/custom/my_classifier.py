@@ -71,6 +71,6 @@ class WaveformWrapper(nn.Module):
 
 
 def build_l2i_classifier(checkpoint: str) -> tuple[nn.Module, list[str]]:
-    """``l2i train-classifier``'s checkpoint, given as code (hook ``net.block3``, ``net.block4``)."""
+    """``l2i train-classifier``'s checkpoint as code (hook ``net.block3``, ``net.block4``)."""
     model = WaveformWrapper(checkpoint)
     return model, model.class_names
