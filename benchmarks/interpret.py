@@ -122,9 +122,10 @@ def main() -> None:
     at_44k = _time(lambda: explainer.explain(x44, 44100), args.repeats)
     interp = explainer.interpreter
     # the frozen classifier alone: a lower bound no explanation method can beat
-    mag = stft(torch.from_numpy(x)[None].to(args.device), explainer.features).abs()  # (1, T, F)
-    with torch.no_grad():
-        classifier_only = _time(lambda: interp.classify(mag), args.repeats)
+    spec = stft(torch.from_numpy(x)[None].to(args.device), explainer.features)  # (1, T, F)
+    mag, phase = spec.abs(), torch.angle(spec)
+    with torch.no_grad():  # phase + length: a classifier given as code re-synthesises the clip
+        classifier_only = _time(lambda: interp.classify(mag, phase, len(x)), args.repeats)
     print(json.dumps({
         "benchmark": "interpret", "checkpoint": args.ckpt or "random weights",
         "recipes": None if args.ckpt else [r for r in (args.classifier_recipe, args.l2i_recipe)

@@ -196,6 +196,31 @@ class L2ILossConfig:
     relevance_th: float = 0.2
 
 
+@dataclass
+class ClassifierSpec:
+    """A classifier given as code (docs/custom_classifier.md): any ``torch.nn.Module``.
+
+    ``module`` is ``path/to/file.py:callable`` or ``dotted.module:callable``; the callable
+    returns an ``nn.Module`` (or ``(module, class_names)``); it is called as
+    ``callable(checkpoint, **kwargs)`` when ``checkpoint`` is set, else ``callable(**kwargs)``.
+    Its forward takes waveforms ``(B, S)`` float32 in [-1, 1] at ``sample_rate`` Hz. Empty
+    ``module``: the classifier is l2i's own, from ``classifier_ckpt``. Importing a file runs it.
+    """
+
+    module: str = ""  # "my_models.py:build" | "pkg.models:build"; empty = use classifier_ckpt
+    sample_rate: int = 16000  # Hz of the waveforms the model's forward takes
+    output: int | str | None = None  # null: forward returns logits (B, C); else the tuple
+    #                                  index / dict key of the item that holds them
+    layers: list[str] = field(default_factory=list)  # named_modules() names read with hooks
+    activation: Literal["softmax", "sigmoid"] = "softmax"  # single-label | multi-label
+    scores: Literal["logits", "probabilities"] = "logits"  # probabilities: already (soft/sig)moided
+    threshold: float = 0.5  # sigmoid: a class is "on" when its probability exceeds this
+    class_names: str | None = None  # text file, one name per line; default: the builder's or
+    #                                 class_0..class_{C-1}
+    checkpoint: str | None = None  # passed to the builder as its first argument
+    kwargs: dict[str, Any] = field(default_factory=dict)  # more keyword arguments of the builder
+
+
 # --------------------------------------------------------------------------- recipes
 @dataclass
 class SynthRecipe:
@@ -278,6 +303,7 @@ class L2IRecipe:
     # against the classifier's features); None = not stated (a loud warning)
     nmf_sample_rate: int | None = None  # Hz
     nmf_n_fft: int | None = None
+    classifier: ClassifierSpec = field(default_factory=ClassifierSpec)  # a model given as code
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     psi: PsiConfig = field(default_factory=PsiConfig)

@@ -149,6 +149,7 @@ class ClipResults:
     columns: dict[str, np.ndarray]
     localisation: dict[str, dict[str, np.ndarray]] | None  # method -> metric -> (N,)
     n_frames: int
+    multilabel: dict[str, float] | None = None  # sigmoid classifiers: fid_auprc, fid_agreement
 
 
 @torch.no_grad()
@@ -183,22 +184,31 @@ def score_clips(explainer: Any, wavs: np.ndarray, batch_size: int, seed: int = 0
         v = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
         cols.setdefault(name, []).append(v)
 
-    def probs_fn(mag: Tensor) -> Tensor:
-        return interp.classify(mag)[0].float().softmax(dim=1)  # (B, C)
+    from l2i.interpreter import class_probs, classifier_activation
 
+    act = classifier_activation(interp.classifier)
+
+    def probs_fn(mag: Tensor, phase: Tensor, length: int) -> Tensor:
+        """Re-classify a modified magnitude (with the input's phase): ``(B, C)``."""
+        return class_probs(interp.classify(mag, phase, length)[0], act)
+
+    multi: list[tuple[Tensor, Tensor]] = []  # sigmoid: (theta_logits, logits) per batch
     starts = range(0, n, batch_size)
     for start in tqdm(starts, desc="evaluate", unit="batch", disable=not progress):
         wav = torch.from_numpy(np.ascontiguousarray(wavs[start:start + batch_size])).to(device)
-        mag = feats.magnitude(feats.stft(wav, fcfg))  # (B, T, F)
+        spec = feats.stft(wav, fcfg)  # (B, T, F) complex
+        mag, phase, length = feats.magnitude(spec), feats.phase(spec), wav.shape[1]
         n_frames = mag.shape[1]
-        b = explainer.explain_batch(mag)  # target = the classifier's prediction
+        b = explainer.explain_batch(mag, phase=phase, length=length)  # target: the prediction
         c = b.target  # (B,)
-        probs_in = probs_fn(b.mask * mag)  # (B, C) masked-in
-        probs_out = probs_fn((1.0 - b.mask) * mag)  # (B, C) masked-out
+        probs_in = probs_fn(b.mask * mag, phase, length)  # (B, C) masked-in
+        probs_out = probs_fn((1.0 - b.mask) * mag, phase, length)  # (B, C) masked-out
         p = b.probs.gather(1, c[:, None])[:, 0]  # (B,)
         o = probs_in.gather(1, c[:, None])[:, 0]
         q = probs_out.gather(1, c[:, None])[:, 0]
         add("prediction", c)
+        if act == "sigmoid":
+            multi.append((b.theta_logits.cpu(), b.logits.cpu()))
         add("theta_prediction", b.theta_logits.argmax(dim=1))
         add("masked_in_prediction", probs_in.argmax(dim=1))
         add("p", p)
@@ -223,7 +233,7 @@ def score_clips(explainer: Any, wavs: np.ndarray, batch_size: int, seed: int = 0
         # so p_relevant = q; the control removes as many random components per clip.
         rnd = M.random_like_selection(b.selected, gen)  # (B, K)
         m_rnd = M.removal_mask(interp.W, b.H, rnd)  # (B, T, F)
-        p_rnd = probs_fn(mag * (1.0 - m_rnd)).gather(1, c[:, None])[:, 0]  # (B,)
+        p_rnd = probs_fn(mag * (1.0 - m_rnd), phase, length).gather(1, c[:, None])[:, 0]
         add("p_removed_relevant", q)
         add("p_removed_random", p_rnd)
         add("drop_relevant", p - q)
@@ -234,7 +244,15 @@ def score_clips(explainer: Any, wavs: np.ndarray, batch_size: int, seed: int = 0
     columns = {k: np.concatenate(v) for k, v in cols.items()}
     loc_arrays = ({m: {k: np.asarray(v, dtype=np.float64) for k, v in d.items()}
                    for m, d in loc.items()} if truth_masks is not None else None)
-    return ClipResults(columns=columns, localisation=loc_arrays, n_frames=n_frames)
+    ml = None
+    if multi:
+        from l2i.interpreter import classifier_threshold
+
+        ml = M.multilabel_fidelity(torch.cat([m[0] for m in multi]),
+                                   torch.cat([m[1] for m in multi]),
+                                   classifier_threshold(interp.classifier))
+    return ClipResults(columns=columns, localisation=loc_arrays, n_frames=n_frames,
+                       multilabel=ml)
 
 
 def _localise(scores: dict[str, Tensor], truths: list[np.ndarray | None],
@@ -280,6 +298,9 @@ def aggregate(res: ClipResults, labels: np.ndarray) -> dict[str, Any]:
     for k in FIDELITY_K:
         col = c.get(f"fid_top{k}")
         out[f"fidelity_top{k}"] = None if col is None else 100.0 * _mean(col)
+    if res.multilabel is not None:  # the paper's multi-label fidelity (percent)
+        out.update({k: [100.0 * x for x in v] if isinstance(v, list) else 100.0 * v
+                    for k, v in res.multilabel.items()})
     out["accuracy"] = 100.0 * _mean(c["prediction"] == labels)
     out["theta_accuracy"] = 100.0 * _mean(c["theta_prediction"] == labels)
     out["component_removal"] = {

@@ -436,6 +436,13 @@ class Explainer:
         value = data.get("duration_s") or DataConfig().duration_s
         return float(value or 5.0)
 
+    @property
+    def interpreter_activation(self) -> str:
+        """The classifier's activation: softmax (single-label) or sigmoid (multi-label)."""
+        from l2i.interpreter import classifier_activation
+
+        return classifier_activation(self.interpreter.classifier)
+
     def resolve_target(self, target: int | str | None) -> int | None:
         """A class index from an index, a class name (or its index as a string) or None."""
         if target is None:
@@ -460,15 +467,20 @@ class Explainer:
 
     # ---- batched core
     @torch.no_grad()
-    def explain_batch(self, mag: Tensor, target: Tensor | int | None = None) -> BatchExplanation:
+    def explain_batch(self, mag: Tensor, target: Tensor | int | None = None,
+                      phase: Tensor | None = None, length: int | None = None
+                      ) -> BatchExplanation:
         """One forward pass on magnitudes ``mag (B, T, F)`` (already on any device).
 
         ``target``: ``(B,)`` class indices, one int for all, or None (the classifier's
-        prediction per clip).
+        prediction per clip). ``phase (B, T, F)`` and ``length`` (samples) go to the classifier
+        (a classifier given as code needs them). Probabilities use the classifier's activation.
         """
+        from l2i.interpreter import class_probs, classifier_activation
+
         interp = self.interpreter
         mag = mag.to(self.device, torch.float32)
-        out = interp(mag)
+        out = interp(mag, phase=phase, length=length)
         logits, theta_logits, H, z = out.logits, out.theta_logits, out.H, out.z
         if H.shape[-1] != mag.shape[1]:
             raise L2IError(f"interpreter returned H with {H.shape[-1]} frames for an input of "
@@ -483,8 +495,10 @@ class Explainer:
         r = relevance(interp.theta.linear.weight, z, tgt)  # (B, K)
         sel = select_components(r, self.relevance_th, self.top_k)  # (B, K)
         mask = ratio_mask(interp.W, H, sel)  # (B, T, F)
-        return BatchExplanation(logits=logits, probs=logits.softmax(dim=1),
-                                theta_logits=theta_logits, theta_probs=theta_logits.softmax(dim=1),
+        act = classifier_activation(interp.classifier)
+        return BatchExplanation(logits=logits, probs=class_probs(logits, act),
+                                theta_logits=theta_logits,
+                                theta_probs=class_probs(theta_logits, act),
                                 H=H, z=z, target=tgt, relevance=r, selected=sel, mask=mask)
 
     # ---- waveforms
@@ -560,7 +574,7 @@ class Explainer:
         wav = torch.from_numpy(np.ascontiguousarray(x2)).to(self.device)  # (B, N)
         spec = feats.stft(wav, self.features)  # (B, T, F) complex
         mag = feats.magnitude(spec)  # (B, T, F)
-        b = self.explain_batch(mag, tgt)
+        b = self.explain_batch(mag, tgt, phase=feats.phase(spec), length=n)
         # M |X| e^{i phase(X)} = M X: to_audio(explanation_magnitude(M, |X|), phase(X)) in one step
         # the input's own frames only (t_in = n_frames(n)): the components sum to it exactly
         spec_in = spec[:, :t_in]  # (B, t_in, F)
@@ -776,6 +790,13 @@ def __getattr__(name: str) -> Any:
 
         return getattr(interpret, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def multilabel_threshold(explainer: Explainer) -> float:
+    """The decision threshold of a multi-label classifier (``classifier.threshold``, 0.5)."""
+    from l2i.interpreter import classifier_threshold
+
+    return classifier_threshold(explainer.interpreter.classifier)
 
 
 __all__ = ["relevance", "select_components", "ratio_mask", "explanation_magnitude", "to_audio",

@@ -93,18 +93,23 @@ def target_spec(explainer: E.Explainer, cfg: InterpretRecipe) -> str | list[int 
     if (isinstance(t, str) and t.strip().lower() == "all") or cfg.top_classes:
         return "all"
     if t is None or (isinstance(t, str) and not t.strip()):
-        return [None]
+        # a multi-label classifier: one explanation per class above its decision threshold
+        return "multilabel" if explainer.interpreter_activation == "sigmoid" else [None]
     parts = [p.strip() for p in str(t).split(",")] if isinstance(t, str) else [t]
     return [explainer.resolve_target(p) for p in parts if p != ""]
 
 
 def choose_targets(spec: str | list[int | None], probs: np.ndarray,
-                   cfg: InterpretRecipe) -> list[int | None]:
+                   cfg: InterpretRecipe, threshold: float = 0.5) -> list[int | None]:
     """For ``"all"``: the ``top_classes`` most probable classes, else every class with
-    probability >= ``target_min_prob`` (at least the top one)."""
+    probability >= ``target_min_prob`` (at least the top one). For ``"multilabel"`` (a sigmoid
+    classifier, no target given): every class whose probability exceeds ``threshold``, the
+    classifier's decision threshold (at least the top one)."""
+    order = [int(c) for c in np.argsort(-probs)]
+    if spec == "multilabel":
+        return [c for c in order if probs[c] > threshold] or order[:1]
     if spec != "all":
         return list(spec)
-    order = [int(c) for c in np.argsort(-probs)]
     if cfg.top_classes:
         return order[:cfg.top_classes]
     return [c for c in order if probs[c] >= cfg.target_min_prob] or order[:1]
@@ -126,9 +131,10 @@ def explain_clip(explainer: E.Explainer, x: np.ndarray, sr: int, source: Path, s
     from l2i.audio import normalize_audio, resample, write_wav
     from l2i.interpret_figures import components_figure
 
-    first = explainer.explain(x, sr, target=None if spec == "all" else spec[0])
-    targets = choose_targets(spec, first.classifier_probs, cfg)
-    several = spec == "all" or len(targets) > 1
+    first = explainer.explain(x, sr, target=None if isinstance(spec, str) else spec[0])
+    targets = choose_targets(spec, first.classifier_probs, cfg,
+                             E.multilabel_threshold(explainer))
+    several = isinstance(spec, str) or len(targets) > 1
     xin = normalize_audio(resample(x, sr, explainer.sample_rate), explainer.normalize)
     input_wav = write_wav(out / f"{stem}.input.wav", xin, explainer.sample_rate)
     entry = {"name": stem, "source": str(source), "kind": "clip", "input_wav": input_wav.name,
@@ -188,8 +194,8 @@ def explain_recording(explainer: E.Explainer, path: Path, sr_in: int, n_in: int,
     from l2i.interpret_figures import timeline_figure
     from l2i.longform import resampled_blocks
 
-    target = spec[0] if spec != "all" and len(spec) == 1 else None
-    if spec == "all" or len(spec) > 1:
+    target = spec[0] if not isinstance(spec, str) and len(spec) == 1 else None
+    if isinstance(spec, str) or len(spec) > 1:
         print(f"l2i: note: {path} is long: each window explains its own predicted class "
               "(the timeline gives every class's probability)", file=sys.stderr)
     sr = explainer.sample_rate

@@ -6,7 +6,13 @@ from H with theta. ``W H`` (``(B, T, F)``) approximates ``log1p|X|``.
 
 ``save_interpreter`` / ``load_interpreter`` read and write the self-contained ``l2i.ckpt``
 (format in docs/architecture.md): the classifier's own checkpoint dict is embedded, so one file
-is enough to explain audio.
+is enough to explain audio. For a classifier given as code (:mod:`l2i.models.hooked`) the
+embedded record holds the spec and the sha256 of its file and weights instead of the weights;
+loading re-imports the module and refuses when a hash differs.
+
+The classifier is called as ``classifier(mag (B, T, F), phase=(B, T, F) or None, length=int or
+None) -> (logits (B, C), maps)``; l2i's own classifiers ignore phase and length. Probabilities
+come from :func:`class_probs` with the classifier's ``activation`` (softmax or sigmoid).
 """
 
 from __future__ import annotations
@@ -43,6 +49,25 @@ class InterpreterOutput:
     theta_logits: Tensor
     z: Tensor
     maps: dict[str, Tensor] | None = None
+
+
+def class_probs(logits: Tensor, activation: str = "softmax") -> Tensor:
+    """Probabilities from logits ``(B, C)``: softmax over classes, or a sigmoid per class."""
+    if activation == "sigmoid":
+        return torch.sigmoid(logits.float())
+    if activation == "softmax":
+        return torch.softmax(logits.float(), dim=-1)
+    raise L2IError(f"activation must be softmax or sigmoid, got {activation!r}")
+
+
+def classifier_activation(classifier: Any) -> str:
+    """The ``activation`` a classifier carries ("softmax" when it has none)."""
+    return str(getattr(classifier, "activation", "softmax") or "softmax")
+
+
+def classifier_threshold(classifier: Any) -> float:
+    """The decision threshold of a multi-label classifier (``classifier.threshold``; 0.5)."""
+    return float(getattr(getattr(classifier, "spec", None), "threshold", 0.5))
 
 
 def reconstruct(W: Tensor, H: Tensor) -> Tensor:
@@ -107,10 +132,25 @@ class Interpreter(nn.Module):
     def n_classes(self) -> int:
         return self.theta.n_classes
 
+    @property
+    def activation(self) -> str:
+        """The classifier's output activation: softmax (single-label) or sigmoid (multi-label)."""
+        return classifier_activation(self.classifier)
+
+    def probs(self, logits: Tensor) -> Tensor:
+        """:func:`class_probs` with the classifier's activation, ``(B, C)``."""
+        return class_probs(logits, self.activation)
+
     # ------------------------------------------------------------------ forward
     @torch.no_grad()
-    def classify(self, mag: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """The frozen classifier: ``mag (B, T, F)`` -> ``(logits (B, C), maps)``."""
+    def classify(self, mag: Tensor, phase: Tensor | None = None, length: int | None = None
+                 ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The frozen classifier: ``mag (B, T, F)`` (+ ``phase``, samples ``length``) ->
+        ``(logits (B, C), maps)``. A classifier given as code (``needs_phase``) gets the phase
+        and length; the others are called with the magnitude alone (any ``mag -> (logits,
+        maps)`` module keeps working)."""
+        if getattr(self.classifier, "needs_phase", False):
+            return self.classifier(mag, phase=phase, length=length)
         return self.classifier(mag)
 
     def heads(self, reduced: dict[str, Tensor], n_frames: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -122,12 +162,17 @@ class Interpreter(nn.Module):
         z = self.theta.pool(H)  # (B, K)
         return H, z, self.theta.classify(z)
 
-    def forward(self, mag: Tensor, return_maps: bool = False) -> InterpreterOutput:
-        """``mag (B, T, F)`` linear magnitude -> :class:`InterpreterOutput` (H has T frames)."""
+    def forward(self, mag: Tensor, return_maps: bool = False, phase: Tensor | None = None,
+                length: int | None = None) -> InterpreterOutput:
+        """``mag (B, T, F)`` linear magnitude -> :class:`InterpreterOutput` (H has T frames).
+
+        ``phase (B, T, F)`` and ``length`` (samples) are passed to the classifier (a classifier
+        given as code re-synthesises the waveform from them).
+        """
         if mag.dim() != 3 or mag.shape[-1] != self.W.shape[0]:
             raise L2IError(f"interpreter expects a magnitude spectrogram (B, T, "
                            f"{self.W.shape[0]}), got {tuple(mag.shape)}")
-        logits, maps = self.classify(mag)
+        logits, maps = self.classify(mag, phase, length)
         H, z, theta_logits = self.heads(self.psi.reduce(maps), mag.shape[1])
         return InterpreterOutput(logits=logits, H=H, theta_logits=theta_logits, z=z,
                                  maps=maps if return_maps else None)
@@ -204,12 +249,26 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def build_interpreter(record: dict[str, Any], device: str | torch.device = "cpu") -> Interpreter:
-    """An :class:`Interpreter` from an ``l2i.ckpt`` dict (see :func:`load_interpreter`)."""
+def load_any_classifier(record: dict[str, Any], device: str | torch.device = "cpu",
+                        module: str | None = None) -> nn.Module:
+    """The classifier of an embedded record: l2i's own (weights) or one given as code.
+
+    ``module`` re-imports a classifier given as code from another ``file.py:callable``.
+    """
+    from l2i.models.hooked import CODE_FORMAT, load_code_classifier
+
+    if isinstance(record, dict) and record.get("format") == CODE_FORMAT:
+        return load_code_classifier(record, map_location=device, module=module)
     from l2i.models import load_classifier
 
+    return load_classifier(record, map_location=device)[0]
+
+
+def build_interpreter(record: dict[str, Any], device: str | torch.device = "cpu",
+                      classifier_module: str | None = None) -> Interpreter:
+    """An :class:`Interpreter` from an ``l2i.ckpt`` dict (see :func:`load_interpreter`)."""
     dev = resolve_device(device)
-    classifier, _info = load_classifier(record["classifier"], map_location=dev)
+    classifier = load_any_classifier(record["classifier"], dev, classifier_module)
     psi_cfg = from_dict(PsiConfig, record["psi"]["config"])
     theta_cfg = from_dict(ThetaConfig, record["theta"]["config"])
     psi = Psi(record["psi"]["map_channels"], record["psi"]["n_components"], psi_cfg,
@@ -227,12 +286,14 @@ def build_interpreter(record: dict[str, Any], device: str | torch.device = "cpu"
     return interp.to(dev).eval()
 
 
-def load_interpreter(path: str | os.PathLike, device: str | torch.device = "cpu") -> Interpreter:
+def load_interpreter(path: str | os.PathLike, device: str | torch.device = "cpu",
+                     classifier_module: str | None = None) -> Interpreter:
     """Load ``l2i.ckpt`` -> :class:`Interpreter` in eval mode on ``device`` (``auto`` allowed).
 
-    Raises L2IError when the file is missing or is not an L2I checkpoint.
+    Raises L2IError when the file is missing or is not an L2I checkpoint, and, for a classifier
+    given as code, when its file or weights differ from the recorded sha256.
     """
     record = read_checkpoint(path, FORMAT, VERSION, "interpreter checkpoint",
                              "give the l2i.ckpt that 'l2i train recipes/esc50/l2i_conv2d.yaml "
                              "...' writes", kind="L2I interpreter")
-    return build_interpreter(record, device)
+    return build_interpreter(record, device, classifier_module)

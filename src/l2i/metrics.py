@@ -383,5 +383,48 @@ __all__ = [
     "fidelity_topk", "average_increase", "average_drop", "average_gain",
     "average_drop_sb_compatible", "faithfulness_ff", "input_fidelity", "sparseness",
     "complexity", "removal_mask", "random_like_selection", "component_removal", "roc_auc", "iou",
-    "mask_localisation",
+    "mask_localisation", "average_precision", "macro_average_precision", "multilabel_fidelity",
 ]
+
+
+def average_precision(scores: Tensor, truth: Tensor) -> float:
+    """Average precision (area under the precision-recall curve, step-wise) of one class.
+
+    ``scores (N,)``, ``truth (N,)`` bool; ``sum_k P@k * rel_k / n_pos`` over the clips sorted by
+    decreasing score (ties in input order). NaN when there is no positive.
+    """
+    t = truth.reshape(-1).bool()
+    n_pos = int(t.sum())
+    if n_pos == 0:
+        return math.nan
+    order = torch.argsort(scores.reshape(-1).float(), descending=True, stable=True)
+    rel = t[order].double()  # (N,)
+    precision = rel.cumsum(0) / torch.arange(1, rel.numel() + 1, dtype=torch.float64)
+    return float((precision * rel).sum() / n_pos)
+
+
+def macro_average_precision(scores: Tensor, truth: Tensor) -> float:
+    """Macro AUPRC over classes of ``scores (N, C)`` vs ``truth (N, C)`` bool.
+
+    Classes without a positive are skipped; NaN when no class has one.
+    """
+    aps = [average_precision(scores[:, c], truth[:, c]) for c in range(scores.shape[1])]
+    aps = [a for a in aps if not math.isnan(a)]
+    return float(sum(aps) / len(aps)) if aps else math.nan
+
+
+def multilabel_fidelity(theta_logits: Tensor, classifier_logits: Tensor,
+                        threshold: float = 0.5) -> dict[str, float]:
+    """The paper's multi-label fidelity over a split, both ``(N, C)``.
+
+    ``fid_auprc``: macro average precision of theta's sigmoids against the classifier's
+    decisions ``sigmoid(f) > threshold`` (classes the classifier never turns on are skipped);
+    ``fid_agreement``: share of (clip, class) pairs where theta's decision equals the
+    classifier's; ``fid_agreement_per_class``: that share per class ``(C,)`` as a list.
+    """
+    decided = torch.sigmoid(classifier_logits.float()) > threshold  # (N, C)
+    theta_p = torch.sigmoid(theta_logits.float())  # (N, C)
+    agree = ((theta_p > threshold) == decided).float()  # (N, C)
+    return {"fid_auprc": macro_average_precision(theta_p, decided),
+            "fid_agreement": float(agree.mean()),
+            "fid_agreement_per_class": [float(a) for a in agree.mean(dim=0)]}

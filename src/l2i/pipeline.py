@@ -129,7 +129,8 @@ def run_pipeline(cfg: C.L2IRecipe) -> str:
 
     The L2I recipe names the classifier and NMF recipes (``classifier_recipe``, ``nmf_recipe``);
     ``data_folder``, the ``data`` section and the device are shared by all stages. A stage whose
-    checkpoint is given (``--classifier_ckpt``, ``--nmf``) is not trained.
+    checkpoint is given (``--classifier_ckpt``, ``--nmf``) is not trained, nor a classifier given
+    as code (``classifier.module``; the NMF recipe's ``features`` are then l2i's STFT).
     """
     if not cfg.data_folder:
         raise ConfigError("l2i run needs --data_folder (an ESC-50 folder, a CSV manifest's "
@@ -141,7 +142,7 @@ def run_pipeline(cfg: C.L2IRecipe) -> str:
     stages: list[Stage] = []
     clf_ckpt, nmf_path = cfg.classifier_ckpt, cfg.nmf
     features = None
-    if not clf_ckpt:
+    if not clf_ckpt and not cfg.classifier.module:  # a classifier given as code: no training
         if not cfg.classifier_recipe:
             raise ConfigError("give --classifier_ckpt or a classifier_recipe in the L2I recipe")
         clf = C.load_config(C.ClassifierRecipe, cfg.classifier_recipe, {

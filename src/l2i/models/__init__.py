@@ -58,8 +58,15 @@ class AudioClassifier(nn.Module):
         """Network input ``x (B, T, F_in)`` -> ``(logits (B, C), maps)``."""
         raise NotImplementedError
 
-    def forward(self, mag: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Linear magnitude ``mag (B, T, F_stft)`` -> ``(logits (B, C), maps)``."""
+    activation: str = "softmax"  # single-label: probabilities are softmax(logits)
+
+    def forward(self, mag: Tensor, phase: Tensor | None = None, length: int | None = None
+                ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Linear magnitude ``mag (B, T, F_stft)`` -> ``(logits (B, C), maps)``.
+
+        ``phase`` and ``length`` are accepted (the shared classifier call) and ignored: these
+        classifiers read the magnitude only.
+        """
         return self.forward_features(self.frontend(mag))
 
 

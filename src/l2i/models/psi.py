@@ -1,6 +1,10 @@
 """psi: a frozen classifier's hidden maps -> NMF time activations ``H (B, K, T) >= 0``, any T.
 
-One design for every classifier that exposes named maps ``(B, C_i, T_i, F_i)``:
+One design for every classifier that exposes named maps ``(B, C_i, T_i, F_i)``. Maps of other
+layouts -- ``(B, C, T')`` (1-D convs), ``(B, T', D)`` (transformer tokens), ``(B, C, F', T')`` --
+are brought to that one by :func:`canonical_map`, with the time axis that
+:func:`find_time_axis` found by probing the model with two clip lengths (the axis whose size
+scales with the input):
 
 1. :meth:`Psi.reduce` removes each map's frequency axis without parameters, so its output
    can be cached once per clip: ``freq_reduce: flatten`` folds the ``F_i`` bins into the
@@ -50,6 +54,11 @@ def reduce_maps(maps: Mapping[str, Tensor], names: list[str] | None = None,
         else:
             out[name] = torch.cat([m.mean(dim=-1), m.amax(dim=-1)], dim=1)  # (B, 2C, T_i)
     return out
+
+
+def _key(name: str) -> str:
+    """A map name as a ModuleDict key (``encoder.block3`` -> ``encoder__block3``)."""
+    return name.replace(".", "__")
 
 
 class _ChannelNorm(nn.Module):
@@ -118,8 +127,8 @@ class Psi(nn.Module):
             self.map_bins = {n: int(map_bins[n]) for n in names if n in map_bins} \
                 if map_bins else {}
             width = {n: 2 * c for n, c in self.map_channels.items()}
-        self.proj = nn.ModuleDict({
-            n: nn.Conv1d(w, cfg.hidden, kernel_size=1) for n, w in width.items()})
+        self.proj = nn.ModuleDict({  # ModuleDict keys cannot hold dots (layer names can)
+            _key(n): nn.Conv1d(w, cfg.hidden, kernel_size=1) for n, w in width.items()})
         self.blocks = nn.Sequential(*[_Block(cfg.hidden, cfg.kernel_size, cfg.dropout)
                                       for _ in range(cfg.n_layers)])
         self.out = nn.Conv1d(cfg.hidden, self.n_components, kernel_size=1)
@@ -140,7 +149,7 @@ class Psi(nn.Module):
             reduced[n].shape[-1] for n in self.map_names)
         x: Tensor | None = None
         for name in self.map_names:
-            r = self.proj[name](reduced[name].float())  # (B, hidden, T_i)
+            r = self.proj[_key(name)](reduced[name].float())  # (B, hidden, T_i)
             if r.shape[-1] != t_work:
                 r = F.interpolate(r, size=t_work, mode="linear",
                                   align_corners=False)  # (B, hidden, t_work)
@@ -170,3 +179,39 @@ def probe_map_bins(classifier: nn.Module, n_freq: int, n_frames: int = 64) -> di
     _, maps = classifier(torch.zeros(1, n_frames, n_freq, device=device))
     classifier.train(was_training)
     return {name: (int(m.shape[-1]) if m.dim() == 4 else 1) for name, m in maps.items()}
+
+
+# ---------------------------------------------------------------------- any map layout
+def find_time_axis(short: tuple[int, ...], long: tuple[int, ...]) -> int | None:
+    """The axis (>= 1) of a map whose size grows with the clip length.
+
+    ``short`` / ``long``: the map's shape for a short and a longer probe clip (same batch).
+    Returns None when no axis grows (a pooled output: no time axis); when several grow, the
+    one that grows most (relative), the earliest on ties.
+    """
+    if len(short) != len(long):
+        raise ValueError(f"map rank changes with the clip length: {short} vs {long}")
+    grow = [(long[d] / max(short[d], 1), d) for d in range(1, len(short)) if long[d] > short[d]]
+    if not grow:
+        return None
+    best = max(r for r, _ in grow)
+    return min(d for r, d in grow if r == best)
+
+
+def canonical_map(m: Tensor, time_axis: int) -> Tensor:
+    """A map of any layout -> ``(B, C, T, F)`` (4-D input) or ``(B, C, T)`` (2-/3-D input).
+
+    ``time_axis`` (>= 1, from :func:`find_time_axis`) moves to position 2; the other non-batch
+    axes keep their order as channels then frequency. ``(B, T', D)`` tokens become
+    ``(B, D, T')``; ``(B, T')`` becomes ``(B, 1, T')``.
+    """
+    if not 1 <= time_axis < m.dim():
+        raise ValueError(f"time axis {time_axis} out of range for a map of shape {tuple(m.shape)}")
+    if m.dim() == 2:
+        return m.unsqueeze(1)  # (B, 1, T)
+    if m.dim() == 3:
+        return m if time_axis == 2 else m.transpose(1, 2)  # (B, C, T)
+    if m.dim() == 4:
+        rest = [d for d in (1, 2, 3) if d != time_axis]
+        return m.permute(0, rest[0], time_axis, rest[1])  # (B, C, T, F)
+    raise ValueError(f"maps must have 2 to 4 axes (B, ...), got shape {tuple(m.shape)}")

@@ -2,6 +2,16 @@
 
 loss = alpha * MSE(W H, log1p|X|) + beta * mean|H| + fid_weight * CE(theta, softmax(f / temp))
 
+For a multi-label classifier (``activation: sigmoid``) the fidelity term is the binary
+cross-entropy between theta's sigmoids and the classifier's (the paper's SONYC-UST setup), and
+validation also reports the paper's multi-label fidelity: macro AUPRC of theta's sigmoids
+against the classifier's thresholded decisions, and per-class agreement (``fid_auprc``,
+``fid_agreement``); the best epoch then follows the agreement instead of top-1.
+
+The classifier is l2i's own (``--classifier_ckpt``) or given as code (``classifier.module``,
+:mod:`l2i.models.hooked`): then l2i's STFT settings come from the NMF dictionary, and the
+shapes and time axes of the hooked layers are printed when training starts.
+
 The loss terms are plain functions below; :class:`L2IModule` only wires them. The classifier and
 W never change (no gradients, eval mode, W a buffer). Validation measures top-1/3/5 fidelity
 (theta's ranking vs the classifier's *prediction*) and the reconstruction error; the best
@@ -52,7 +62,8 @@ from l2i.config import (
 )
 from l2i.errors import ConfigError, L2IError
 from l2i.features import features_match, n_frames, stft
-from l2i.interpreter import Interpreter, save_interpreter
+from l2i.interpreter import Interpreter, classifier_threshold, save_interpreter
+from l2i.metrics import multilabel_fidelity
 from l2i.models.psi import Psi, probe_map_bins
 from l2i.models.theta import Theta
 
@@ -88,6 +99,18 @@ def soft_cross_entropy(theta_logits: Tensor, classifier_logits: Tensor,
     return -(target * torch.log_softmax(theta_logits.float(), dim=-1)).sum(dim=-1).mean()
 
 
+def binary_fidelity(theta_logits: Tensor, classifier_logits: Tensor,
+                    temp: float = 1.0) -> Tensor:
+    """Multi-label fidelity loss: BCE of theta's sigmoids against ``sigmoid(f / temp)``.
+
+    Both ``(B, C)``; mean over clips and classes; the targets carry no gradient.
+    """
+    if temp <= 0:
+        raise ValueError(f"classifier_temp must be > 0, got {temp}")
+    target = torch.sigmoid(classifier_logits.detach().float() / temp)  # (B, C)
+    return F.binary_cross_entropy_with_logits(theta_logits.float(), target)
+
+
 def topk_hits(theta_logits: Tensor, classifier_logits: Tensor, k: int) -> Tensor:
     """Per clip, 1.0 when the classifier's predicted class is in theta's top ``k`` ``(B,)``."""
     pred = classifier_logits.argmax(dim=-1)  # (B,)
@@ -97,11 +120,16 @@ def topk_hits(theta_logits: Tensor, classifier_logits: Tensor, k: int) -> Tensor
 
 
 def l2i_loss(recon: Tensor, target: Tensor, H: Tensor, theta_logits: Tensor,
-             classifier_logits: Tensor, cfg: L2ILossConfig) -> dict[str, Tensor]:
-    """The L2I objective and its parts: ``loss``, ``rec_mse``, ``sparsity``, ``fidelity``."""
+             classifier_logits: Tensor, cfg: L2ILossConfig,
+             activation: str = "softmax") -> dict[str, Tensor]:
+    """The L2I objective and its parts: ``loss``, ``rec_mse``, ``sparsity``, ``fidelity``.
+
+    ``activation``: the classifier's; ``sigmoid`` uses :func:`binary_fidelity`.
+    """
     rec = reconstruction_mse(recon, target)
     spa = sparsity_l1(H)
-    fid = soft_cross_entropy(theta_logits, classifier_logits, cfg.classifier_temp)
+    fidelity = binary_fidelity if activation == "sigmoid" else soft_cross_entropy
+    fid = fidelity(theta_logits, classifier_logits, cfg.classifier_temp)
     loss = cfg.alpha * rec + cfg.beta * spa + cfg.fid_weight * fid
     return {"loss": loss, "rec_mse": rec, "sparsity": spa, "fidelity": fid}
 
@@ -166,6 +194,18 @@ def spectra(wav: Tensor, features: FeaturesConfig) -> tuple[Tensor, Tensor]:
     return mag, torch.log1p(mag)
 
 
+def classify_wave(interp: Interpreter, wav: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """``wav (B, S)`` -> ``(logits (B, C), maps, log1p|X| (B, T, F))`` through l2i's STFT.
+
+    The classifier gets the magnitude, the phase and the length (the shared call), so a
+    classifier given as code re-synthesises exactly this waveform.
+    """
+    spec = stft(wav, interp.features)  # (B, T, F) complex
+    mag = spec.abs()  # (B, T, F)
+    logits, maps = interp.classify(mag, torch.angle(spec), wav.shape[-1])
+    return logits, maps, torch.log1p(mag)
+
+
 @torch.no_grad()
 def build_cache(interp: Interpreter, wavs: np.ndarray, labels: np.ndarray, folder: Path,
                 key: str, batch_size: int, device: torch.device,
@@ -202,8 +242,7 @@ def build_cache(interp: Interpreter, wavs: np.ndarray, labels: np.ndarray, folde
     f16 = float(np.finfo(np.float16).max)
     for s in range(0, N, batch_size):
         wav = torch.from_numpy(np.array(wavs[s:s + batch_size], dtype=np.float32))
-        mag, target = spectra(wav.to(device), interp.features)  # (B, T, F) each
-        logits, maps = interp.classify(mag)
+        logits, maps, target = classify_wave(interp, wav.to(device))  # target (B, T, F)
         reduced = interp.psi.reduce(maps)  # {name: (B, 2C, T_i)}
         out("logits", (N, logits.shape[1]), np.float32)[s:s + len(wav)] = logits.float().cpu()
         out("target", (N, T, Fq), np.float16)[s:s + len(wav)] = target.half().cpu()
@@ -287,8 +326,7 @@ class L2IModule(L.LightningModule):
             wav = batch["wav"].float()
             if train and self.noise is not None:
                 wav = self._add_noise(wav)
-            mag, target = spectra(wav, self.interp.features)
-            logits, maps = self.interp.classify(mag)
+            logits, maps, target = classify_wave(self.interp, wav)
             return self.interp.psi.reduce(maps), logits.float(), target
         reduced = {k: v.float() for k, v in batch["reduced"].items()}
         return reduced, batch["logits"].float(), batch["target"].float()
@@ -303,7 +341,8 @@ class L2IModule(L.LightningModule):
         reduced, logits, target = self.inputs(batch, train)
         H, _z, theta_logits = self.interp.heads(reduced, target.shape[1])
         recon = self.interp.reconstruct(H)  # (B, T, F)
-        terms = l2i_loss(recon, target, H, theta_logits, logits, self.loss_cfg)
+        terms = l2i_loss(recon, target, H, theta_logits, logits, self.loss_cfg,
+                         self.interp.activation)
         return terms, {"theta_logits": theta_logits, "logits": logits, "target": target,
                        "H": H, "recon": recon}
 
@@ -326,7 +365,13 @@ class L2IModule(L.LightningModule):
             values[f"valid/fid_top{k}"] = topk_hits(theta_logits, logits, k).mean()
         rec_rel = torch.linalg.vector_norm(o["recon"] - o["target"]) / torch.linalg.vector_norm(
             o["target"]).clamp_min(1e-12)
-        selection = values["valid/fid_top1"] - SELECTION_REC_WEIGHT * rec_rel
+        fid = values["valid/fid_top1"]
+        if self.interp.activation == "sigmoid":  # multi-label: per-class agreement
+            th = classifier_threshold(self.interp.classifier)
+            fid = ((torch.sigmoid(theta_logits) > th) == (torch.sigmoid(logits) > th)).float() \
+                .mean()
+            values["valid/fid_agreement"] = fid
+        selection = fid - SELECTION_REC_WEIGHT * rec_rel
         self.log(MONITOR, selection, on_step=False, on_epoch=True, batch_size=B,
                  sync_dist=True, prog_bar=True)
         self.log_dict(values, on_step=False, on_epoch=True, batch_size=B, sync_dist=True)
@@ -351,6 +396,8 @@ def evaluate_split(module: L2IModule, loader: DataLoader, device: torch.device
     module.eval().to(device)
     hits = {k: 0.0 for k in TOPK}
     n, se, ss, cnt, correct, loss = 0, 0.0, 0.0, 0, 0.0, 0.0
+    multilabel = module.interp.activation == "sigmoid"
+    kept: list[tuple[Tensor, Tensor]] = []  # multi-label: (theta_logits, logits) per batch
     for batch in loader:
         batch = _to(batch, device)
         terms, o = module.shared_step(batch, train=False)
@@ -365,9 +412,15 @@ def evaluate_split(module: L2IModule, loader: DataLoader, device: torch.device
         correct += float((logits.argmax(-1) == batch["label"]).sum())
         loss += float(terms["loss"]) * B
         n += B
+        if multilabel:
+            kept.append((theta_logits.cpu(), logits.cpu()))
     out = {f"fid_top{k}": hits[k] / max(n, 1) for k in TOPK}
     out.update(rec_mse=se / max(cnt, 1), rec_rel=math.sqrt(se / max(ss, 1e-12)),
                loss=loss / max(n, 1), classifier_acc=correct / max(n, 1), n_clips=n)
+    if multilabel and kept:
+        th = classifier_threshold(module.interp.classifier)
+        out.update(multilabel_fidelity(torch.cat([k[0] for k in kept]),
+                                       torch.cat([k[1] for k in kept]), th))
     return out
 
 
@@ -421,16 +474,22 @@ def check_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, dict, Any]:
     """The checks that must fail within seconds, then the dataset check (one DataError
     listing every problem; rank 0 decodes every clip into the audio cache for it).
 
-    Returns ``(classifier checkpoint dict, classifier, W (F, K), nmf features, dataset index)``.
+    Returns ``(classifier checkpoint dict, classifier, W (F, K), classifier info, dataset
+    index)``. With ``classifier.module`` set the classifier is built from code
+    (:func:`_code_classifier`); otherwise it comes from ``classifier_ckpt``.
     """
     from l2i.data import load_dataset
     from l2i.models import load_classifier
     from l2i.nmf import check_stated_features, load_dictionary
 
-    if not cfg.classifier_ckpt:
+    code = bool(cfg.classifier.module)
+    if not code and not cfg.classifier_ckpt:
         raise ConfigError("classifier_ckpt is empty: pass --classifier_ckpt PATH/classifier.ckpt "
-                          "(written by 'l2i train-classifier')")
-    if not Path(cfg.classifier_ckpt).is_file():
+                          "(written by 'l2i train-classifier') or a classifier given as code "
+                          "(--classifier.module file.py:build, docs/custom_classifier.md)")
+    if code and cfg.classifier_ckpt:
+        raise ConfigError("give either classifier_ckpt or classifier.module, not both")
+    if not code and not Path(cfg.classifier_ckpt).is_file():
         raise L2IError(f"classifier checkpoint {cfg.classifier_ckpt} not found: train one with "
                        "'l2i train-classifier' or fix --classifier_ckpt")
     if not cfg.nmf:
@@ -445,13 +504,21 @@ def check_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, dict, Any]:
     if cfg.data.duration_s is None:
         raise ConfigError("data.duration_s is null: L2I training batches clips of one length; "
                           "set --data.duration_s (e.g. 5.0)")
+    W, nmf_features = load_dictionary(cfg.nmf)
+    if code:
+        record, classifier, info = _code_classifier(cfg, nmf_features)
+        index = load_dataset(cfg.data_folder, cfg.data)
+        if classifier.class_names == [f"class_{i}" for i in range(classifier.n_classes)] \
+                and index.n_classes == classifier.n_classes:  # unnamed: the dataset's names
+            classifier.class_names = info.class_names = list(index.class_names)
+            record["class_names"] = list(index.class_names)
+        return record, classifier, W, info, index
     try:
         record = torch.load(cfg.classifier_ckpt, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling error means a bad file
         raise L2IError(f"classifier checkpoint {cfg.classifier_ckpt} could not be read "
                        f"({type(err).__name__}: {err})") from None
     classifier, info = load_classifier(record, map_location="cpu")
-    W, nmf_features = load_dictionary(cfg.nmf)
     if nmf_features is not None:
         diffs = features_match(info.features, nmf_features)
         if diffs:
@@ -472,12 +539,40 @@ def check_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, dict, Any]:
     return record, classifier, W, info, index
 
 
+def _code_classifier(cfg: L2IRecipe, nmf_features: dict | None) -> tuple[dict, Any, Any]:
+    """Import, build and probe ``cfg.classifier`` (a classifier given as code).
+
+    l2i's STFT settings come from the dictionary (``nmf.pt``); the layers' shapes and time axes
+    are printed. Returns ``(record, classifier, info)``, ``info`` with ``features``,
+    ``n_classes`` and ``class_names``.
+    """
+    from types import SimpleNamespace
+
+    from l2i.config import FeaturesConfig, from_dict
+    from l2i.models.hooked import build_hooked, code_record, describe_layers
+
+    if nmf_features is None:
+        raise L2IError(f"NMF dictionary {cfg.nmf} carries no STFT settings (a .npy or foreign "
+                       "file): with a classifier given as code l2i takes its STFT from nmf.pt; "
+                       "learn it with 'l2i train-nmf' (or import yours with --init there)")
+    features = from_dict(FeaturesConfig, dict(nmf_features))
+    short = max(0.5, min(1.0, float(cfg.data.duration_s or 1.0) / 2))
+    clf = build_hooked(cfg.classifier, features, (short, 2 * short))
+    if _rank() == 0:
+        print(f"l2i train: classifier {cfg.classifier.module} at {cfg.classifier.sample_rate} "
+              f"Hz, {clf.n_classes} classes ({clf.activation}); hooked layers for "
+              f"{2 * short:g} s:\n{describe_layers(clf.layers)}", flush=True)
+    info = SimpleNamespace(features=features, n_classes=clf.n_classes,
+                           class_names=clf.class_names)
+    return code_record(clf), clf, info
+
+
 def build_model(cfg: L2IRecipe, record: dict, classifier: Any, W: Tensor,
                 info: Any) -> Interpreter:
     """A fresh :class:`Interpreter` (untrained psi + theta) around the frozen classifier."""
     try:
-        psi = Psi(classifier.map_channels, W.shape[1], cfg.psi,
-                  map_bins=probe_map_bins(classifier, W.shape[0]))
+        bins = getattr(classifier, "map_bins", None) or probe_map_bins(classifier, W.shape[0])
+        psi = Psi(classifier.map_channels, W.shape[1], cfg.psi, map_bins=bins)
         theta = Theta(W.shape[1], info.n_classes, cfg.theta)
     except ValueError as err:
         raise ConfigError(f"psi/theta config: {err}") from None
@@ -488,9 +583,14 @@ def build_model(cfg: L2IRecipe, record: dict, classifier: Any, W: Tensor,
 def _split_key(cfg: L2IRecipe, clips: list, interp: Interpreter) -> str:
     from l2i.data import cache_key
 
-    st = Path(cfg.classifier_ckpt).stat()
+    rec = interp.classifier_record or {}
+    if rec.get("state_sha256"):  # a classifier given as code: its spec and hashes
+        who: list[Any] = [rec.get("spec"), rec.get("module_sha256"), rec["state_sha256"], 0]
+    else:
+        st = Path(cfg.classifier_ckpt).stat()
+        who = [str(Path(cfg.classifier_ckpt).resolve()), st.st_size, st.st_mtime_ns]
     h = hashlib.sha1(json.dumps([
-        CACHE_VERSION, str(Path(cfg.classifier_ckpt).resolve()), st.st_size, st.st_mtime_ns,
+        CACHE_VERSION, *who,
         interp.psi.map_names, interp.psi.freq_reduce, to_dict(interp.features),
         cache_key(clips, interp.features.sample_rate, cfg.data)]).encode())
     return h.hexdigest()[:20]
