@@ -99,6 +99,8 @@ class TrainerConfig:
     progress: bool = True
     tensorboard: bool = False
     resume: bool = False
+    restart: bool = False  # discard an earlier run in output_folder (checkpoints) and start afresh
+    patience: int = 0  # early stopping: epochs without a better monitored metric (0 = off)
     deterministic: bool = True
     limit_batches: float | None = None  # debug: fraction or count of batches per epoch
 
