@@ -143,7 +143,7 @@ def _decide(stage: Stage, h: str, upstream: dict[str, str]) -> tuple[str, str]:
 def run_stages(stages: list[Stage]) -> dict[str, str]:
     """Run, resume or reuse each stage in order (printing why and how long); its hashes."""
     n = len(stages)
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), cpu_seconds()
     hashes: dict[str, str] = {}
     for i, stage in enumerate(stages, 1):
         h = hashes[stage.name] = stage_hash(stage, hashes)
@@ -155,7 +155,7 @@ def run_stages(stages: list[Stage]) -> dict[str, str]:
             _clear(stage)
         print(f"[{i}/{n}] {stage.name} ...{f' ({why})' if why else ''}", flush=True)
         _write_record(stage, h, hashes, finished=False)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         try:
             stage.run()
         except KeyboardInterrupt:
@@ -163,9 +163,19 @@ def run_stages(stages: list[Stage]) -> dict[str, str]:
                 f"stage '{stage.name}' interrupted; run the same command again: finished "
                 "stages are reused and this one resumes") from None
         _write_record(stage, h, hashes, finished=True)
-        print(f"[{i}/{n}] {stage.name}: finished in {time.perf_counter() - t0:.1f} s "
-              f"(total {time.perf_counter() - start:.1f} s)", flush=True)
+        print(f"[{i}/{n}] {stage.name}: finished in {time.perf_counter() - t0:.1f} s, CPU "
+              f"{cpu_seconds() - c0:.1f} s (total {time.perf_counter() - start:.1f} s, CPU "
+              f"{cpu_seconds() - cpu0:.1f} s)", flush=True)
     return hashes
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all threads) and its finished children: next
+    to wall time it tells a slow stage from a loaded machine."""
+    import resource
+
+    own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _resumable(trainer: C.TrainerConfig, out: Path) -> C.TrainerConfig:
