@@ -82,6 +82,8 @@ def test_an_interrupted_stage_says_how_to_resume(tmp_path):
 def test_interrupted_training_resumes(tmp_path):
     trainer = C.TrainerConfig()
     assert not pipeline._resumable(trainer, tmp_path).resume
+    # a stage run afresh (its folder cleared) must not fail on a --trainer.resume given to l2i run
+    assert not pipeline._resumable(C.TrainerConfig(resume=True), tmp_path).resume
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
     assert pipeline._resumable(trainer, tmp_path).resume

@@ -179,9 +179,10 @@ def cpu_seconds() -> float:
 
 
 def _resumable(trainer: C.TrainerConfig, out: Path) -> C.TrainerConfig:
-    """Resume an interrupted training stage from its last checkpoint."""
+    """Resume a training stage exactly when it left a last checkpoint (:func:`run_stages`
+    cleared the folder of a stage whose config changed); ``--trainer.resume`` is not needed."""
     has_last = (out / "checkpoints" / "last.ckpt").exists()
-    return replace(trainer, resume=trainer.resume or has_last)
+    return replace(trainer, resume=has_last)
 
 
 def _train_classifier(cfg: C.ClassifierRecipe) -> None:
