@@ -101,6 +101,7 @@ class TrainerConfig:
     resume: bool = False
     restart: bool = False  # discard an earlier run in output_folder (checkpoints) and start afresh
     patience: int = 0  # early stopping: epochs without a better monitored metric (0 = off)
+    min_delta: float = 0.0  # early stopping: smallest gain of the monitored metric that counts
     deterministic: bool = True
     limit_batches: float | None = None  # debug: fraction or count of batches per epoch
 

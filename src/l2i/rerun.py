@@ -29,7 +29,7 @@ NOT_HASHED = frozenset({
 })
 # Keys that may differ when resuming an interrupted training: more epochs extend the run, and a
 # larger patience lets an early-stopped run continue.
-RESUME_MAY_CHANGE = frozenset({"trainer.epochs", "trainer.patience"})
+RESUME_MAY_CHANGE = frozenset({"trainer.epochs", "trainer.patience", "trainer.min_delta"})
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -142,6 +142,10 @@ def test_early_stopping_after_patience_epochs_without_improvement(tmp_path):
     assert early_stop_info(trainer) == {"stopped_early": True, "patience": 2}
     trainer, _ = _fit(tmp_path / "b", replace(cfg, patience=0))  # 0 = off
     assert trainer.current_epoch == 10 and not early_stop_info(trainer)["stopped_early"]
+    # gains smaller than min_delta do not count: a slowly learning model stops too
+    slow = replace(cfg, lr=1e-4, patience=1, min_delta=0.5)
+    trainer, _ = _fit(tmp_path / "s", slow)
+    assert trainer.current_epoch == 2
     with pytest.raises(ConfigError, match="patience"):
         build_trainer(replace(cfg, patience=-1), tmp_path / "c", "valid_acc", "max")
 

@@ -126,7 +126,8 @@ def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, 
         raise ConfigError(f"trainer.patience must be >= 0 (0 = no early stopping), got "
                           f"{trainer_cfg.patience}")
     if trainer_cfg.patience > 0:
-        callbacks.append(_early_stopping(monitor, mode, trainer_cfg.patience))
+        callbacks.append(_early_stopping(monitor, mode, trainer_cfg.patience,
+                                         trainer_cfg.min_delta))
     if trainer_cfg.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
 
@@ -155,16 +156,19 @@ def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, 
     )
 
 
-def _early_stopping(monitor: str, mode: str, patience: int) -> Any:
-    """Lightning's EarlyStopping, except that a resumed run keeps the patience it is given
-    (Lightning restores the interrupted run's)."""
+def _early_stopping(monitor: str, mode: str, patience: int, min_delta: float) -> Any:
+    """Lightning's EarlyStopping (an epoch is better when the metric gains more than
+    ``min_delta``), except that a resumed run keeps the patience it is given (Lightning
+    restores the interrupted run's)."""
     from lightning.pytorch.callbacks import EarlyStopping
 
     class _EarlyStopping(EarlyStopping):
         def load_state_dict(self, state_dict: dict[str, Any]) -> None:
             super().load_state_dict({**state_dict, "patience": self.patience})
 
-    return _EarlyStopping(monitor=monitor, mode=mode, patience=patience)
+    if min_delta < 0:
+        raise ConfigError(f"trainer.min_delta must be >= 0, got {min_delta}")
+    return _EarlyStopping(monitor=monitor, mode=mode, patience=patience, min_delta=min_delta)
 
 
 def _limit(value: float | None) -> int | float | None:
