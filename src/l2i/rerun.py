@@ -58,12 +58,17 @@ def digest(obj: Any) -> str:
 
 
 def config_diff(old: Mapping[str, Any], new: Mapping[str, Any],
-                ignore: Iterable[str] = ()) -> list[str]:
-    """``"key: old -> new"`` for every key of two :func:`hashed_view` s that differs."""
+                ignore: Iterable[str] = (), shared_only: bool = False) -> list[str]:
+    """``"key: old -> new"`` for every key of two :func:`hashed_view` s that differs.
+
+    ``shared_only``: leave out keys that only one side has (a config written by another l2i
+    version, before a field was added or after one was removed).
+    """
     skip = set(ignore)
     missing = object()
     out = []
-    for key in sorted(set(old) | set(new)):
+    keys = set(old) & set(new) if shared_only else set(old) | set(new)
+    for key in sorted(keys):
         a, b = old.get(key, missing), new.get(key, missing)
         if key in skip or a == b:
             continue

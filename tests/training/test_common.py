@@ -8,6 +8,7 @@ from dataclasses import replace
 import lightning as L
 import pytest
 import torch
+import yaml
 
 from l2i.config import ClassifierRecipe, TrainerConfig, save_config
 from l2i.errors import ConfigError, L2IError
@@ -159,6 +160,11 @@ def test_resume_refuses_a_changed_config_unless_restarted(tmp_path):
     resume = replace(recipe.trainer, resume=True)
     # epochs, the device and other keys that do not change results may differ
     same = replace(recipe, output_folder="moved", trainer=replace(resume, epochs=9, device="cpu"))
+    assert resume_checkpoint(tmp_path, same.trainer, "model.ckpt", config=same) == str(last)
+    # a key the interrupted run's config lacks (written before an l2i update) is no change
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del saved["trainer"]["patience"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
     assert resume_checkpoint(tmp_path, same.trainer, "model.ckpt", config=same) == str(last)
     changed = replace(recipe, trainer=replace(resume, lr=0.01))
     with pytest.raises(L2IError, match=r"differs.*trainer.lr: 0.001 -> 0.01.*--trainer.restart"):

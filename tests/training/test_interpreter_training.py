@@ -317,7 +317,7 @@ def test_resume_after_kill_9(artefacts, tiny_dataset, tmp_path):
     epochs = 12
     proc = subprocess.Popen(_cli(artefacts, tiny_dataset, out, "--trainer.epochs", str(epochs)),
                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
+    deadline = time.time() + 180  # a loaded machine can take a minute to the first epoch
     while not last.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     time.sleep(0.05)

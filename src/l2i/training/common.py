@@ -289,7 +289,8 @@ def _check_same_config(out: Path, config: Any) -> None:
         old = yaml.safe_load(saved.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return
-    diffs = config_diff(hashed_view(old), hashed_view(config), ignore=RESUME_MAY_CHANGE)
+    diffs = config_diff(hashed_view(old), hashed_view(config), ignore=RESUME_MAY_CHANGE,
+                        shared_only=True)  # a key added by an l2i update is no change
     if diffs:
         shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
         raise L2IError(f"--trainer.resume: the config differs from the interrupted run's "
