@@ -149,3 +149,24 @@ def test_run_pipeline_end_to_end_on_tiny_data(tiny_dataset, tmp_path, capsys):
     assert text.count("config unchanged") == 2 and "trainer.epochs: 1 -> 2" in text
     assert json.loads((out / "l2i" / "metrics.json").read_text())["epochs"] == 2
     assert json.loads((out / "eval" / "metrics.json").read_text()) != old_eval
+
+
+def test_demo_stages_follow_the_demo_options(tmp_path, monkeypatch):
+    """The issue's case: `l2i demo --n_per_class 30 --seed 5` on a finished folder must re-run
+    every stage; `--device cpu` changes no result and keeps them all."""
+    captured: list[list[pipeline.Stage]] = []
+    monkeypatch.setattr(pipeline, "run_stages", lambda stages: captured.append(stages) or {})
+    monkeypatch.setattr(pipeline, "_summary", lambda out: "")
+    for over in ({}, {"device": "cpu"}, {"n_per_class": 30, "seed": 5}):
+        pipeline.demo(C.DemoRecipe(output_folder=str(tmp_path), **over))
+
+    def hashes(stages: list[pipeline.Stage]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for s in stages:
+            out[s.name] = pipeline.stage_hash(s, out)
+        return out
+
+    first, device, other = map(hashes, captured)
+    assert first == device
+    assert all(first[name] != other[name] for name in first)
+    assert C.load_config(C.DemoRecipe, tmp_path / "config.yaml").n_per_class == 30
