@@ -17,7 +17,10 @@ mixed, transformed and classified on the fly, still batched. No per-clip Python 
 
 Scale-out: ``--trainer.devices 2`` (DDP, gloo on CPU) or the same command under
 ``torchrun --nproc_per_node 2 -m l2i.cli train ...``. Rank 0 builds the cache; the others wait for
-it. ``--trainer.resume true`` continues from ``output_folder/checkpoints/last.ckpt``.
+it. ``--trainer.resume true`` continues from ``output_folder/checkpoints/last.ckpt`` (refused
+when the config changed, see :func:`l2i.training.common.resume_checkpoint`); with
+``trainer.patience`` training stops once ``valid/selection`` has not improved for that many
+epochs.
 """
 
 from __future__ import annotations
