@@ -311,7 +311,7 @@ class DemoRecipe:
     """``l2i demo``: synth -> classifier -> NMF -> L2I -> evaluate -> report."""
 
     output_folder: str = "runs/demo"
-    n_per_class: int = 60  # 600 clips: ~1 min here; 30 halves it, localisation is noisier
+    n_per_class: int = 40  # 400 clips (240 train / 80 valid / 80 test): recipes/demo/*.yaml
     seed: int = 0
     device: str = "auto"
 
