@@ -54,6 +54,13 @@ def test_reruns_reuse_unchanged_stages_and_rerun_changed_ones_downstream(tmp_pat
     out = capsys.readouterr().out
     assert "trainer.lr: 0.001 -> 0.5" in out and "its inputs changed: B" in out
     assert not (tmp_path / "B" / "stale.txt").exists()  # outdated outputs are removed
+    # a key only the record or only the config has (a field an l2i update added) is no change
+    rec_path = tmp_path / "A" / "stage.json"
+    rec = json.loads(rec_path.read_text())
+    del rec["config"]["trainer.min_delta"]
+    rec_path.write_text(json.dumps(rec))
+    pipeline.run_stages(_toy_stages(tmp_path, calls, cfgs))
+    assert calls[6:] == []
     # a change upstream propagates: A re-runs B, C and D
     cfgs["A"] = replace(cfgs["A"], trainer=replace(cfgs["A"].trainer, epochs=2))
     pipeline.run_stages(_toy_stages(tmp_path, calls, cfgs))

@@ -103,7 +103,7 @@ def _why_rerun(stage: Stage, rec: dict[str, Any] | None, upstream: dict[str, str
     """Why a stage with an outdated or missing record runs again (one line)."""
     if rec is None:
         return "no stage record (outputs of an older l2i?)"
-    changed = config_diff(rec.get("config", {}), stage_view(stage))
+    changed = config_diff(rec.get("config", {}), stage_view(stage), shared_only=True)
     inputs = [n for n in stage.needs if rec.get("inputs", {}).get(n) != upstream[n]]
     parts = []
     if changed:
@@ -127,17 +127,30 @@ def _clear(stage: Stage) -> None:
             path.unlink()
 
 
-def _decide(stage: Stage, h: str, upstream: dict[str, str]) -> tuple[str, str]:
-    """``("reuse" | "resume" | "run", message)`` for a stage whose hash is ``h``."""
+def _same_as_record(stage: Stage, rec: dict[str, Any] | None, upstream: dict[str, str]) -> bool:
+    """The record describes this stage: same stage version, same inputs (their hashes) and no
+    key of both configs differs (a key only one side has, i.e. a field added or removed by an
+    l2i update, keeps its default behaviour and is no change)."""
+    if rec is None or rec.get("version") != STAGE_VERSION or not rec.get("hash"):
+        return False
+    inputs = rec.get("inputs", {})
+    return (all(inputs.get(n) == upstream[n] for n in stage.needs)
+            and not config_diff(rec.get("config", {}), stage_view(stage), shared_only=True))
+
+
+def _decide(stage: Stage, upstream: dict[str, str]) -> tuple[str, str, str]:
+    """``("reuse" | "resume" | "run", the stage's hash, message)``."""
     rec = _read_record(stage.record_path)
-    same = rec is not None and rec.get("hash") == h
-    if same and rec.get("finished") and stage.artefact.exists():
-        return "reuse", f"config unchanged ({h}), reused {stage.artefact}"
-    if same and stage.resumable and not stage.artefact.exists():
-        return "resume", "interrupted earlier with the same config: resuming"
+    if _same_as_record(stage, rec, upstream):
+        h = rec["hash"]  # the recorded run's hash: what the later stages' records name
+        if rec.get("finished") and stage.artefact.exists():
+            return "reuse", h, f"config unchanged ({h}), reused {stage.artefact}"
+        if stage.resumable and not stage.artefact.exists():
+            return "resume", h, "interrupted earlier with the same config: resuming"
+    h = stage_hash(stage, upstream)
     if rec is None and not stage.artefact.exists():
-        return "run", ""  # a first run (leftovers without a record are cleared)
-    return "run", _why_rerun(stage, rec, upstream) + ": running it again"
+        return "run", h, ""  # a first run (leftovers without a record are cleared)
+    return "run", h, _why_rerun(stage, rec, upstream) + ": running it again"
 
 
 def run_stages(stages: list[Stage]) -> dict[str, str]:
@@ -146,8 +159,8 @@ def run_stages(stages: list[Stage]) -> dict[str, str]:
     start, cpu0 = time.perf_counter(), cpu_seconds()
     hashes: dict[str, str] = {}
     for i, stage in enumerate(stages, 1):
-        h = hashes[stage.name] = stage_hash(stage, hashes)
-        action, why = _decide(stage, h, hashes)
+        action, h, why = _decide(stage, hashes)
+        hashes[stage.name] = h
         if action == "reuse":
             print(f"[{i}/{n}] {stage.name}: {why}", flush=True)
             continue
