@@ -1,36 +1,96 @@
-"""Stage chaining: finished stages are reused, unfinished ones run in order."""
+"""Stage chaining: stages keyed on their config hash are reused, changed ones re-run."""
 
+import json
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from l2i import config as C
 from l2i import pipeline
 
 
-def test_finished_stages_are_skipped_and_others_run_in_order(tmp_path, capsys):
-    done = tmp_path / "a.txt"
-    done.write_text("x")
-    calls = []
+def _clf(**trainer) -> C.ClassifierRecipe:
+    return C.ClassifierRecipe(trainer=C.TrainerConfig(**trainer))
 
-    def make(name: str, path: Path):
+
+def _toy_stages(tmp_path: Path, calls: list[str], cfgs: dict[str, C.ClassifierRecipe]):
+    """Stages A -> B -> C and D (reads A only); each writes its artefact."""
+    def make(name: str):
         def run():
             calls.append(name)
-            path.write_text(name)
+            (tmp_path / name).mkdir(exist_ok=True)
+            (tmp_path / name / "out.txt").write_text(name)
         return run
 
-    b, c = tmp_path / "b.txt", tmp_path / "c.txt"
-    stages = [pipeline.Stage("A", done, make("A", done)), pipeline.Stage("B", b, make("B", b)),
-              pipeline.Stage("C", c, make("C", c))]
-    pipeline.run_stages(stages)
-    assert calls == ["B", "C"]
+    needs = {"A": (), "B": ("A",), "C": ("B",), "D": ("A",)}
+    return [pipeline.Stage(n, tmp_path / n, tmp_path / n / "out.txt", make(n), cfgs[n], needs[n])
+            for n in "ABCD"]
+
+
+def test_reruns_reuse_unchanged_stages_and_rerun_changed_ones_downstream(tmp_path, capsys):
+    calls: list[str] = []
+    cfgs = {n: _clf(seed=i) for i, n in enumerate("ABCD")}
+    pipeline.run_stages(_toy_stages(tmp_path, calls, cfgs))
+    assert calls == ["A", "B", "C", "D"]
+    rec = json.loads((tmp_path / "B" / "stage.json").read_text())
+    assert rec["finished"] and rec["config"]["trainer.seed"] == 1 and "A" in rec["inputs"]
+    capsys.readouterr()
+    # an unchanged re-run reuses everything, and says so
+    pipeline.run_stages(_toy_stages(tmp_path, calls, cfgs))
+    assert calls == ["A", "B", "C", "D"]
+    assert capsys.readouterr().out.count("config unchanged") == 4
+    # keys that do not change results (device, progress, workers) keep the stages
+    cfgs["A"] = replace(cfgs["A"], output_folder="elsewhere", trainer=replace(
+        cfgs["A"].trainer, device="cpu", progress=False, num_workers=3))
+    pipeline.run_stages(_toy_stages(tmp_path, calls, cfgs))
+    assert calls == ["A", "B", "C", "D"]
+    # a changed option re-runs its stage and every stage reading it, and names the key
+    (tmp_path / "B" / "stale.txt").write_text("old output")
+    cfgs["B"] = replace(cfgs["B"], trainer=replace(cfgs["B"].trainer, lr=0.5))
+    capsys.readouterr()
+    pipeline.run_stages(_toy_stages(tmp_path, calls, cfgs))
+    assert calls[4:] == ["B", "C"]
     out = capsys.readouterr().out
-    assert "[1/3] A: done already" in out and "[3/3] C: finished" in out
-    pipeline.run_stages(stages)  # a re-run reuses everything
-    assert calls == ["B", "C"]
+    assert "trainer.lr: 0.001 -> 0.5" in out and "its inputs changed: B" in out
+    assert not (tmp_path / "B" / "stale.txt").exists()  # outdated outputs are removed
+    # a key only the record or only the config has (a field an l2i update added) is no change
+    rec_path = tmp_path / "A" / "stage.json"
+    rec = json.loads(rec_path.read_text())
+    del rec["config"]["trainer.min_delta"]
+    rec_path.write_text(json.dumps(rec))
+    pipeline.run_stages(_toy_stages(tmp_path, calls, cfgs))
+    assert calls[6:] == []
+    # a change upstream propagates: A re-runs B, C and D
+    cfgs["A"] = replace(cfgs["A"], trainer=replace(cfgs["A"].trainer, epochs=2))
+    pipeline.run_stages(_toy_stages(tmp_path, calls, cfgs))
+    assert calls[6:] == ["A", "B", "C", "D"]
+
+
+def test_outputs_without_a_stage_record_are_not_trusted(tmp_path, capsys):
+    calls: list[str] = []
+    cfgs = {n: _clf() for n in "ABCD"}
+    (tmp_path / "A").mkdir()
+    (tmp_path / "A" / "out.txt").write_text("made by an older l2i")
+    pipeline.run_stages(_toy_stages(tmp_path, calls, cfgs))
+    assert calls == ["A", "B", "C", "D"] and "no stage record" in capsys.readouterr().out
+
+
+def test_an_interrupted_stage_says_how_to_resume(tmp_path):
+    def stop():
+        raise KeyboardInterrupt
+
+    stage = pipeline.Stage("train", tmp_path / "t", tmp_path / "t" / "x", stop, C.TrainerConfig())
+    with pytest.raises(KeyboardInterrupt, match="run the same command again"):
+        pipeline.run_stages([stage])
+    assert not json.loads((tmp_path / "t" / "stage.json").read_text())["finished"]
 
 
 def test_interrupted_training_resumes(tmp_path):
     trainer = C.TrainerConfig()
     assert not pipeline._resumable(trainer, tmp_path).resume
+    # a stage run afresh (its folder cleared) must not fail on a --trainer.resume given to l2i run
+    assert not pipeline._resumable(C.TrainerConfig(resume=True), tmp_path).resume
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
     assert pipeline._resumable(trainer, tmp_path).resume
@@ -88,4 +148,32 @@ def test_run_pipeline_end_to_end_on_tiny_data(tiny_dataset, tmp_path, capsys):
     assert "fidelity_top1=" in summary and "localisation ROC-AUC" in summary
     capsys.readouterr()
     pipeline.run_pipeline(cfg)  # everything finished: reused, nothing retrained
-    assert capsys.readouterr().out.count("done already") == 5
+    assert capsys.readouterr().out.count("config unchanged") == 5
+    # one changed L2I option: classifier and NMF reused, L2I, evaluation and report re-run
+    old_eval = json.loads((out / "eval" / "metrics.json").read_text())
+    pipeline.run_pipeline(replace(cfg, trainer=replace(cfg.trainer, epochs=2)))
+    text = capsys.readouterr().out
+    assert text.count("config unchanged") == 2 and "trainer.epochs: 1 -> 2" in text
+    assert json.loads((out / "l2i" / "metrics.json").read_text())["epochs"] == 2
+    assert json.loads((out / "eval" / "metrics.json").read_text()) != old_eval
+
+
+def test_demo_stages_follow_the_demo_options(tmp_path, monkeypatch):
+    """The issue's case: `l2i demo --n_per_class 30 --seed 5` on a finished folder must re-run
+    every stage; `--device cpu` changes no result and keeps them all."""
+    captured: list[list[pipeline.Stage]] = []
+    monkeypatch.setattr(pipeline, "run_stages", lambda stages: captured.append(stages) or {})
+    monkeypatch.setattr(pipeline, "_summary", lambda out: "")
+    for over in ({}, {"device": "cpu"}, {"n_per_class": 30, "seed": 5}):
+        pipeline.demo(C.DemoRecipe(output_folder=str(tmp_path), **over))
+
+    def hashes(stages: list[pipeline.Stage]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for s in stages:
+            out[s.name] = pipeline.stage_hash(s, out)
+        return out
+
+    first, device, other = map(hashes, captured)
+    assert first == device
+    assert all(first[name] != other[name] for name in first)
+    assert C.load_config(C.DemoRecipe, tmp_path / "config.yaml").n_per_class == 30

@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     except L2IError as err:
         print(f"l2i {name}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"l2i {name}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # a training's message says how to resume
+        print(f"l2i {name}: interrupted{f': {err}' if str(err) else ''}", file=sys.stderr)
         return 130
     if result is not None:
         try:

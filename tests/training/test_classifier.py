@@ -105,7 +105,7 @@ def _recipe(data: Path, out: Path, tiny_features, **trainer) -> ClassifierRecipe
 
 
 def test_train_then_evaluate(tmp_path, tiny_dataset, tiny_features):
-    cfg = _recipe(tiny_dataset, tmp_path / "clf", tiny_features)
+    cfg = _recipe(tiny_dataset, tmp_path / "clf", tiny_features, patience=4)
     cfg.augment.time_shift, cfg.augment.mixup_alpha, cfg.augment.freq_masks = 0.2, 0.2, 1
     cfg.augment.gain_db = 3.0
     summary = train_classifier(cfg)
@@ -117,6 +117,10 @@ def test_train_then_evaluate(tmp_path, tiny_dataset, tiny_features):
     assert m["epochs"] == 2 and m["valid"]["n_clips"] == 8 and m["test"]["n_clips"] == 8
     assert 0 <= m["test_accuracy"] <= 1 and len(m["test"]["per_class_accuracy"]) == 8
     assert m["seconds_per_epoch"] > 0 and m["peak_rss_mb"] > 50
+    # early stopping watches the classifier's own validation metric
+    callbacks = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]
+    assert any("EarlyStopping" in k and "valid_acc" in k for k in callbacks), list(callbacks)
+    assert m["patience"] == 4 and m["stopped_early"] is False
     model, info = load_classifier(out / "classifier.ckpt")
     assert len(info.class_names) == 8 and info.features == tiny_features
     assert info.metrics["valid_accuracy"] == m["valid_accuracy"]
@@ -137,33 +141,37 @@ def test_train_then_evaluate(tmp_path, tiny_dataset, tiny_features):
     assert (out / "evaluation" / "confusion.png").is_file()
 
 
-def test_kill_then_resume(tmp_path, tiny_dataset, tiny_features):
-    """kill -9 the CLI once its first checkpoint exists; --trainer.resume finishes the run."""
+def test_ctrl_c_exits_130_with_a_resume_hint_then_resume(tmp_path, tiny_dataset, tiny_features):
+    """SIGINT the CLI once its first checkpoint exists: exit 130, one line saying how to resume,
+    no traceback; resuming (with fewer epochs than asked at first: allowed) finishes the run."""
     out = tmp_path / "run"
     recipe = tmp_path / "recipe.yaml"
-    epochs = 8
     recipe.write_text(yaml.safe_dump({
         "features": {"sample_rate": tiny_features.sample_rate, "n_fft": tiny_features.n_fft,
                      "n_mels": tiny_features.n_mels},
         "data": {"train_folds": [1, 2], "valid_folds": [3], "test_folds": [4],
                  "duration_s": 1.0},
-        "trainer": {"epochs": epochs, "batch_size": 8, "device": "cpu", "progress": False},
+        "trainer": {"epochs": 200, "batch_size": 8, "device": "cpu", "progress": False},
         "model": {"arch": "conv2d", "width": 4, "embed_dim": 16}}))
     cmd = [sys.executable, "-m", "l2i.cli", "train-classifier", str(recipe),
            "--data_folder", str(tiny_dataset), "--output_folder", str(out)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
     last = out / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert last.exists(), "no checkpoint was written before the kill"
-    if (out / "classifier.ckpt").exists():
-        pytest.skip("the run finished before it could be killed")
+    proc.send_signal(signal.SIGINT)
+    stderr = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    hint = stderr.strip().splitlines()[-1]
+    assert hint.startswith("l2i train-classifier: interrupted") and "--trainer.resume true" in hint
+    killed_at = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+    epochs = killed_at + 2
     from l2i.cli import main  # the same command, in this process (saves a second start-up)
-    assert main(cmd[3:] + ["--trainer.resume", "true"]) == 0
+    assert main(cmd[3:] + ["--trainer.resume", "true", "--trainer.epochs", str(epochs)]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["epochs"] == epochs and m["epochs_this_run"] < epochs
     model, info = load_classifier(out / "classifier.ckpt")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import lightning as L
 import pytest
 import torch
+import yaml
 
-from l2i.config import TrainerConfig
+from l2i.config import ClassifierRecipe, TrainerConfig, save_config
 from l2i.errors import ConfigError, L2IError
 from l2i.training.common import (
     build_trainer,
     configure_optimizers,
+    early_stop_info,
     resolve_device,
     resume_checkpoint,
     torch_device,
@@ -128,3 +131,45 @@ def test_build_trainer_checkpoints_logs_and_seed(tmp_path):
     assert trainer_c.current_epoch == 3
     with pytest.raises(ConfigError, match="limit_batches"):
         build_trainer(TrainerConfig(limit_batches=0), tmp_path / "d", "valid_acc", "max")
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(tmp_path):
+    # lr 0: valid_acc never improves after the first epoch, so training stops after
+    # 1 + patience epochs instead of 10
+    cfg = TrainerConfig(epochs=10, device="cpu", progress=False, patience=2, lr=0.0,
+                        scheduler="none", optimizer="sgd")
+    trainer, _ = _fit(tmp_path / "a", cfg)
+    assert trainer.current_epoch == 3
+    assert early_stop_info(trainer) == {"stopped_early": True, "patience": 2}
+    trainer, _ = _fit(tmp_path / "b", replace(cfg, patience=0))  # 0 = off
+    assert trainer.current_epoch == 10 and not early_stop_info(trainer)["stopped_early"]
+    # gains smaller than min_delta do not count: a slowly learning model stops too
+    slow = replace(cfg, lr=1e-4, patience=1, min_delta=0.5)
+    trainer, _ = _fit(tmp_path / "s", slow)
+    assert trainer.current_epoch == 2
+    with pytest.raises(ConfigError, match="patience"):
+        build_trainer(replace(cfg, patience=-1), tmp_path / "c", "valid_acc", "max")
+
+
+def test_resume_refuses_a_changed_config_unless_restarted(tmp_path):
+    recipe = ClassifierRecipe(trainer=TrainerConfig(lr=1e-3, epochs=5))
+    save_config(recipe, tmp_path / "config.yaml")
+    (tmp_path / "checkpoints").mkdir()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"x")
+    resume = replace(recipe.trainer, resume=True)
+    # epochs, the device and other keys that do not change results may differ
+    same = replace(recipe, output_folder="moved", trainer=replace(resume, epochs=9, device="cpu"))
+    assert resume_checkpoint(tmp_path, same.trainer, "model.ckpt", config=same) == str(last)
+    # a key the interrupted run's config lacks (written before an l2i update) is no change
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del saved["trainer"]["patience"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert resume_checkpoint(tmp_path, same.trainer, "model.ckpt", config=same) == str(last)
+    changed = replace(recipe, trainer=replace(resume, lr=0.01))
+    with pytest.raises(L2IError, match=r"differs.*trainer.lr: 0.001 -> 0.01.*--trainer.restart"):
+        resume_checkpoint(tmp_path, changed.trainer, "model.ckpt", config=changed)
+    (tmp_path / "model.ckpt").write_bytes(b"x")
+    restart = replace(changed.trainer, restart=True)
+    assert resume_checkpoint(tmp_path, restart, "model.ckpt", config=changed) is None
+    assert not last.exists() and not (tmp_path / "model.ckpt").exists()

@@ -209,7 +209,8 @@ def _cfg(art, data, out, **over) -> L2IRecipe:
 
 def test_train_end_to_end_writes_a_loadable_bundle(artefacts, tiny_dataset, tmp_path):
     out = tmp_path / "run"
-    path = train_interpreter(_cfg(artefacts, tiny_dataset, out, **{"trainer.epochs": 3}))
+    path = train_interpreter(_cfg(artefacts, tiny_dataset, out, **{"trainer.epochs": 3,
+                                                                   "trainer.patience": 5}))
     assert Path(path) == out / "l2i.ckpt"
     assert (out / "config.yaml").is_file()
     m = json.loads((out / "metrics.json").read_text())
@@ -221,6 +222,9 @@ def test_train_end_to_end_writes_a_loadable_bundle(artefacts, tiny_dataset, tmp_
     assert m["epochs"] == 3 and m["n_train"] == 16 and m["n_test"] == 8
     assert m["cache"] and m["cache_mb"] > 0 and m["peak_rss_mb"] > 0
     assert m["time_to_best_s"] is not None and m["time_to_best_s"] <= m["seconds"]
+    callbacks = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]
+    assert any("EarlyStopping" in k and "valid/selection" in k for k in callbacks)
+    assert m["patience"] == 5 and m["stopped_early"] is False
     # the logged training loss went down
     import csv
     rows = list(csv.DictReader(open(next((out / "logs").rglob("metrics.csv")))))
@@ -245,6 +249,29 @@ def test_noise_augmentation_runs_on_the_fly(artefacts, tiny_dataset, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["noise_augmentation"] and m["cache_splits"] == ["valid", "test"]
     assert not (out / "cache" / "train").exists()
+
+
+def test_map_cache_follows_the_classifier_bytes_not_its_size_and_mtime(artefacts, tiny_dataset,
+                                                                       tiny_features, tmp_path):
+    """A classifier retrained into the same file (same size, time stamp put back, as `cp -p`
+    or a coarse file system leave it) must not reuse maps cached from the old weights."""
+    import shutil
+
+    clf = tmp_path / "classifier.ckpt"
+    shutil.copy2(artefacts["clf"], clf)
+    out = tmp_path / "run"
+    over = {"classifier_ckpt": str(clf), "trainer.epochs": 1}
+    train_interpreter(_cfg(artefacts, tiny_dataset, out, **over))
+    cached = np.load(out / "cache" / "valid" / "logits.npy")
+    st = clf.stat()
+    torch.manual_seed(1)
+    model_cfg = ClassifierModelConfig(arch="conv2d", width=2, embed_dim=8, dropout=0.0)
+    save_classifier(clf, build_classifier(model_cfg, tiny_features, N_CLASSES), model_cfg,
+                    tiny_features, [f"class{i}" for i in range(N_CLASSES)])
+    assert clf.stat().st_size == st.st_size
+    os.utime(clf, ns=(st.st_atime_ns, st.st_mtime_ns))
+    train_interpreter(_cfg(artefacts, tiny_dataset, out, **over, **{"trainer.restart": True}))
+    assert not np.allclose(np.load(out / "cache" / "valid" / "logits.npy"), cached)
 
 
 # ---------------------------------------------------------------------------- input checks
@@ -297,7 +324,7 @@ def test_resume_after_kill_9(artefacts, tiny_dataset, tmp_path):
     epochs = 12
     proc = subprocess.Popen(_cli(artefacts, tiny_dataset, out, "--trainer.epochs", str(epochs)),
                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
+    deadline = time.time() + 180  # a loaded machine can take a minute to the first epoch
     while not last.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     time.sleep(0.05)

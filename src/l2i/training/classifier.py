@@ -5,7 +5,8 @@ Training (:func:`train_classifier`): clips are decoded once into a cache
 gain, optional noise, mixup), turned into a magnitude STFT there, passed through the model's
 frontend, SpecAugment-ed, then through the network. One step function serves train, valid and
 test. The best epoch on validation accuracy is kept; ``--trainer.resume`` continues from
-``checkpoints/last.ckpt``. Outputs in ``output_folder``:
+``checkpoints/last.ckpt``; with ``trainer.patience`` training stops once validation accuracy
+has not improved for that many epochs. Outputs in ``output_folder``:
 
 - ``classifier.ckpt``: the best weights, self-describing (:mod:`l2i.models`);
 - ``metrics.json``: valid/test accuracy, per-class accuracy, epochs, seconds/epoch, peak memory;
@@ -303,6 +304,8 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
     from l2i.training.common import (
         best_checkpoint_path,
         build_trainer,
+        early_stop_info,
+        fit,
         resume_checkpoint,
         torch_device,
         world_size,
@@ -315,7 +318,7 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
         print("note: cnn14 on log1p_mag input (513 bins) is slow; log1p_mel is the usual input",
               file=sys.stderr)
     out = Path(cfg.output_folder)
-    ckpt_path = resume_checkpoint(out, cfg.trainer, final=FINAL)
+    ckpt_path = resume_checkpoint(out, cfg.trainer, final=FINAL, config=cfg)
     t_start = time.perf_counter()
     sr, cache = cfg.features.sample_rate, out / "cache"
     index = load_dataset(cfg.data_folder, cfg.data, sample_rate=sr, cache_dir=cache,
@@ -340,7 +343,7 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
                     else int(steps * tr.limit_batches))
     module = ClassifierModule(model, cfg, steps)
     trainer = build_trainer(tr, out, MONITOR, "max")
-    trainer.fit(module, train_dl, valid_dl, ckpt_path=ckpt_path)
+    fit(trainer, module, train_dl, valid_dl, ckpt_path, out)
     if not trainer.is_global_zero:
         return ""
 
@@ -367,7 +370,7 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
         "test_accuracy": metrics.get("test", {}).get("accuracy"),
         "best_epoch": best_epoch, "epochs": int(trainer.current_epoch),
         "seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
-        "epochs_this_run": len(seconds),
+        "epochs_this_run": len(seconds), **early_stop_info(trainer),
         "wall_seconds_this_run": time.perf_counter() - t_start,
         "peak_rss_mb": peak_rss_mb(),
         "peak_gpu_mb": (torch.cuda.max_memory_allocated() / 2**20

@@ -9,8 +9,13 @@
   progress bar, gradient clipping, precision, DDP when ``trainer.devices > 1`` or under
   ``torchrun --nnodes N --nproc_per_node M`` (:func:`torchrun_layout`; gloo on CPU, NCCL on GPU),
   determinism and the seed. Only global rank 0 writes checkpoints and logs (Lightning).
+  Early stopping on the same metric when ``trainer.patience > 0``.
 - :func:`resume_checkpoint` decides whether a run continues from ``last.ckpt``, starts afresh,
-  or must be refused (a finished run is never overwritten silently).
+  or must be refused (a finished run is never overwritten silently; a resume whose config
+  differs from the interrupted run's, :mod:`l2i.rerun`, is refused unless
+  ``--trainer.restart true`` discards the old run).
+- :func:`fit` runs ``trainer.fit`` and turns Ctrl-C into :class:`TrainingInterrupted` (a
+  ``KeyboardInterrupt`` whose message is a one-line resume hint; the CLI exits 130 with it).
 - :func:`configure_optimizers` builds the optimiser and LR schedule (cosine with linear warmup,
   stepped per batch; ReduceLROnPlateau on the monitored metric; or none) in Lightning's format.
 """
@@ -125,6 +130,12 @@ def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, 
     last = ModelCheckpoint(dirpath=ckpt_dir, filename=Path(LAST_CKPT).stem, monitor=None,
                            save_top_k=1, enable_version_counter=False)
     callbacks: list[Any] = [best, last, *extra_callbacks]
+    if trainer_cfg.patience < 0:
+        raise ConfigError(f"trainer.patience must be >= 0 (0 = no early stopping), got "
+                          f"{trainer_cfg.patience}")
+    if trainer_cfg.patience > 0:
+        callbacks.append(_early_stopping(monitor, mode, trainer_cfg.patience,
+                                         trainer_cfg.min_delta))
     if trainer_cfg.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
 
@@ -167,6 +178,21 @@ def world_size(trainer_cfg: TrainerConfig) -> int:
     """Number of training processes: torchrun's ``WORLD_SIZE``, else ``trainer.devices``."""
     nodes, local = torchrun_layout()
     return nodes * local if local else max(1, trainer_cfg.devices)
+
+
+def _early_stopping(monitor: str, mode: str, patience: int, min_delta: float) -> Any:
+    """Lightning's EarlyStopping (an epoch is better when the metric gains more than
+    ``min_delta``), except that a resumed run keeps the patience it is given (Lightning
+    restores the interrupted run's)."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    class _EarlyStopping(EarlyStopping):
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            super().load_state_dict({**state_dict, "patience": self.patience})
+
+    if min_delta < 0:
+        raise ConfigError(f"trainer.min_delta must be >= 0, got {min_delta}")
+    return _EarlyStopping(monitor=monitor, mode=mode, patience=patience, min_delta=min_delta)
 
 
 def _limit(value: float | None) -> int | float | None:
@@ -216,21 +242,78 @@ class EpochShuffleSampler(torch.utils.data.RandomSampler):
         return iter(torch.randperm(len(self.data_source), generator=gen).tolist())
 
 
+def early_stop_info(trainer: Any) -> dict[str, Any]:
+    """``{"stopped_early": bool, "patience": int | None}`` of a finished ``trainer.fit``."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, EarlyStopping):
+            return {"stopped_early": bool(cb.stopped_epoch), "patience": int(cb.patience)}
+    return {"stopped_early": False, "patience": None}
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; ``str(err)`` is a one-line hint on how to resume."""
+
+
+def resume_hint(output_folder: str | os.PathLike) -> str:
+    """What to do after an interrupted training in ``output_folder`` (one line)."""
+    last = Path(output_folder) / CHECKPOINT_DIR / LAST_CKPT
+    if last.is_file():
+        return (f"training stopped; run the same command with --trainer.resume true to continue "
+                f"from the last finished epoch ({last})")
+    return "training stopped before its first epoch ended; run the same command again"
+
+
+def fit(trainer: Any, module: Any, train_loader: Any, valid_loader: Any,
+        ckpt_path: str | None, output_folder: str | os.PathLike) -> None:
+    """``trainer.fit``; Ctrl-C raises :class:`TrainingInterrupted` with :func:`resume_hint`.
+
+    Lightning catches the KeyboardInterrupt itself, tears down and calls ``sys.exit(1)``; the
+    SystemExit of an interrupted trainer becomes the hint. The SIGINT handler Lightning swaps
+    out while shutting down is put back.
+    """
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        trainer.fit(module, train_loader, valid_loader, ckpt_path=ckpt_path)
+    except SystemExit:
+        if getattr(trainer, "interrupted", False):
+            raise TrainingInterrupted(resume_hint(output_folder)) from None
+        raise
+    finally:
+        if main and handler is not None:
+            signal.signal(signal.SIGINT, handler)
+
+
 # --------------------------------------------------------------------------- resuming
 def resume_checkpoint(output_folder: str | os.PathLike, trainer_cfg: TrainerConfig,
-                      final: str | None = None) -> str | None:
+                      final: str | None = None, config: Any = None) -> str | None:
     """The checkpoint to resume from, or None for a fresh run.
 
-    With ``trainer.resume``: ``output_folder/checkpoints/last.ckpt`` (L2IError if absent).
-    Without it, refuse to start over a finished run (``output_folder/<final>`` exists) or an
-    interrupted one (``last.ckpt`` exists): the user either resumes or picks a fresh folder.
+    With ``trainer.resume``: ``output_folder/checkpoints/last.ckpt`` (L2IError if absent), and,
+    when ``config`` (the command's recipe) is given, refuse if it differs from the interrupted
+    run's ``config.yaml`` in a key that changes results (:mod:`l2i.rerun`; ``trainer.epochs``
+    and ``trainer.patience`` may change). Without it, refuse to start over a finished run
+    (``output_folder/<final>`` exists) or an interrupted one (``last.ckpt`` exists): the user
+    resumes or picks a fresh folder. ``trainer.restart`` discards an earlier run
+    (:func:`discard_run`) and starts afresh.
     """
     out = Path(output_folder)
     last = out / CHECKPOINT_DIR / LAST_CKPT
+    if trainer_cfg.restart:
+        discard_run(out, final)
+        return None
     if trainer_cfg.resume:
         if not last.is_file():
             raise L2IError(f"--trainer.resume: no checkpoint to resume from ({last} does not "
                            "exist); run without --trainer.resume to start training")
+        if config is not None:
+            _check_same_config(out, config)
         return str(last)
     if final is not None and (out / final).exists():
         raise L2IError(f"{out} already holds a finished run ({out / final}); pass "
@@ -239,6 +322,39 @@ def resume_checkpoint(output_folder: str | os.PathLike, trainer_cfg: TrainerConf
         raise L2IError(f"{out} holds an interrupted run ({last}); pass --trainer.resume true "
                        "to continue it, or choose a fresh --output_folder")
     return None
+
+
+def _check_same_config(out: Path, config: Any) -> None:
+    """L2IError when ``config`` differs from ``out/config.yaml`` in a hashed key."""
+    import yaml
+
+    from l2i.rerun import RESUME_MAY_CHANGE, config_diff, hashed_view
+
+    saved = out / "config.yaml"
+    if not saved.is_file():
+        return
+    try:
+        old = yaml.safe_load(saved.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return
+    diffs = config_diff(hashed_view(old), hashed_view(config), ignore=RESUME_MAY_CHANGE,
+                        shared_only=True)  # a key added by an l2i update is no change
+    if diffs:
+        shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
+        raise L2IError(f"--trainer.resume: the config differs from the interrupted run's "
+                       f"({saved}): {shown}. Resume with the same options, or pass "
+                       "--trainer.restart true to discard that run and start afresh")
+
+
+def discard_run(out: Path, final: str | None) -> None:
+    """Remove an earlier run's checkpoints, final artefact and metrics (``--trainer.restart``);
+    caches (``out/cache``) and logs stay."""
+    import shutil
+
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    for name in (final, "metrics.json"):
+        if name and (out / name).is_file():
+            (out / name).unlink()
 
 
 # --------------------------------------------------------------------------- optimisation
@@ -300,7 +416,7 @@ configure_optim = configure_optimizers
 resume_path = resume_checkpoint
 
 __all__ = ["resolve_device", "torch_device", "build_trainer", "torchrun_layout", "world_size",
-           "EpochShuffleSampler",
-           "best_checkpoint_path", "resume_checkpoint", "configure_optimizers", "configure_optim",
-           "resume_path",
+           "EpochShuffleSampler", "best_checkpoint_path", "early_stop_info", "fit",
+           "TrainingInterrupted", "resume_hint", "discard_run",
+           "resume_checkpoint", "configure_optimizers", "configure_optim", "resume_path",
            "CHECKPOINT_DIR", "LAST_CKPT"]

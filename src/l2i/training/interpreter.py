@@ -27,7 +27,10 @@ mixed, transformed and classified on the fly, still batched. No per-clip Python 
 
 Scale-out: ``--trainer.devices 2`` (DDP, gloo on CPU) or the same command under
 ``torchrun --nproc_per_node 2 -m l2i.cli train ...``. Rank 0 builds the cache; the others wait for
-it. ``--trainer.resume true`` continues from ``output_folder/checkpoints/last.ckpt``.
+it. ``--trainer.resume true`` continues from ``output_folder/checkpoints/last.ckpt`` (refused
+when the config changed, see :func:`l2i.training.common.resume_checkpoint`); with
+``trainer.patience`` training stops once ``valid/selection`` has not improved for that many
+epochs.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ from l2i.models.theta import Theta
 MONITOR = "valid/selection"
 SELECTION_REC_WEIGHT = 0.01  # a 0.1 gain in rec_rel is worth less than one clip in 80 of fidelity
 FINAL = "l2i.ckpt"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the classifier keyed by its bytes, not its size and mtime
 TOPK = (1, 3, 5)
 
 
@@ -580,19 +583,25 @@ def build_model(cfg: L2IRecipe, record: dict, classifier: Any, W: Tensor,
                        relevance_th=cfg.loss.relevance_th, classifier_record=record)
 
 
-def _split_key(cfg: L2IRecipe, clips: list, interp: Interpreter) -> str:
+def split_key(cfg: L2IRecipe, clips: list, interp: Interpreter, classifier_digest: str) -> str:
+    """Key of a split's map cache: everything its arrays are computed from.
+
+    The classifier by the sha1 of its checkpoint's bytes (``classifier_digest``, from
+    :func:`l2i.rerun.file_digest`; a retrained classifier of the same size and time stamp is a
+    new key), the maps psi reads and their frequency reduction, the STFT, and the clips with
+    the data settings that shape their audio (:func:`l2i.data.cache_key`).
+    """
     from l2i.data import cache_key
 
     rec = interp.classifier_record or {}
     if rec.get("state_sha256"):  # a classifier given as code: its spec and hashes
-        who: list[Any] = [rec.get("spec"), rec.get("module_sha256"), rec["state_sha256"], 0]
+        who: list[Any] = [rec.get("spec"), rec.get("module_sha256"), rec["state_sha256"]]
     else:
-        st = Path(cfg.classifier_ckpt).stat()
-        who = [str(Path(cfg.classifier_ckpt).resolve()), st.st_size, st.st_mtime_ns]
+        who = [classifier_digest]
     h = hashlib.sha1(json.dumps([
-        CACHE_VERSION, *who,
-        interp.psi.map_names, interp.psi.freq_reduce, to_dict(interp.features),
-        cache_key(clips, interp.features.sample_rate, cfg.data)]).encode())
+        CACHE_VERSION, *who, interp.psi.map_names, interp.psi.freq_reduce,
+        to_dict(interp.features), cache_key(clips, interp.features.sample_rate, cfg.data)
+    ]).encode())
     return h.hexdigest()[:20]
 
 
@@ -623,6 +632,8 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     from l2i.training.common import (
         best_checkpoint_path,
         build_trainer,
+        early_stop_info,
+        fit,
         resume_checkpoint,
         torch_device,
         world_size,
@@ -640,7 +651,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
         warnings.warn(f"l2i train only applies noise mixing; augment.{', augment.'.join(unused)}"
                       " are ignored", stacklevel=2)
     record, classifier, W, info, index = check_inputs(cfg)
-    ckpt_path = resume_checkpoint(out, cfg.trainer, final=FINAL)
+    ckpt_path = resume_checkpoint(out, cfg.trainer, final=FINAL, config=cfg)
     trainer_cfg = cfg.trainer
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "0"))
     if local_world > 1 and trainer_cfg.devices == 1:  # started by torchrun
@@ -655,7 +666,11 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     use_cache = bool(cfg.cache_maps)
     cache_root = out / "cache"
     device = torch_device(trainer_cfg.device)
-    keys = {s: _split_key(cfg, index.split(s), interp) for s in ("train", "valid", "test")}
+    from l2i.rerun import file_digest
+
+    clf_digest = file_digest(cfg.classifier_ckpt) if cfg.classifier_ckpt else ""
+    keys = {s: split_key(cfg, index.split(s), interp, clf_digest)
+            for s in ("train", "valid", "test")}
     cached_splits = [s for s in ("train", "valid", "test")
                      if use_cache and not (s == "train" and noisy)]
     need_wavs = [s for s in ("train", "valid", "test") if s not in cached_splits]
@@ -709,7 +724,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     trainer = build_trainer(trainer_cfg, out, monitor=MONITOR, mode="max",
                             extra_callbacks=[timer])
     t_fit = time.time()
-    trainer.fit(module, train_loader, valid_loader, ckpt_path=ckpt_path)
+    fit(trainer, module, train_loader, valid_loader, ckpt_path, out)
     fit_seconds = time.time() - t_fit
     if trainer.global_rank != 0:
         return ""
@@ -726,7 +741,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
             metrics[f"{split}/{k}"] = v
     module.to("cpu")
     metrics.update({
-        "epochs": int(trainer.current_epoch),
+        "epochs": int(trainer.current_epoch), **early_stop_info(trainer),
         "best_epoch": int(state.get("epoch", timer.best_epoch)),
         "best_checkpoint": str(best),
         "fit_seconds": round(fit_seconds, 2),
@@ -763,4 +778,5 @@ def _load_lightning_ckpt(path: str) -> dict[str, Any]:
 
 
 __all__ = ["reconstruction_mse", "sparsity_l1", "soft_cross_entropy", "topk_hits", "l2i_loss",
-           "L2IModule", "build_cache", "evaluate_split", "train_interpreter", "check_inputs"]
+           "L2IModule", "build_cache", "evaluate_split", "train_interpreter", "check_inputs",
+           "split_key"]
