@@ -101,7 +101,7 @@ def cache_maps(classifier: Any, wavs: np.ndarray, features: Any, names: list[str
     preds = []
     classifier.to(device)
     for s in range(0, wavs.shape[0], batch_size):
-        wav = torch.from_numpy(np.ascontiguousarray(wavs[s:s + batch_size])).to(device)
+        wav = torch.from_numpy(np.array(wavs[s:s + batch_size], dtype=np.float32)).to(device)
         z = stft(wav, features)  # (B, T, F) complex
         logits, m = reclassify(classifier, magnitude(z), phase(z), wav.shape[1])
         for k in names:
