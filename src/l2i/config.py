@@ -319,6 +319,8 @@ class EvaluateRecipe:
     # energy, ones, random (trivial baselines)
     baselines: list[str] = field(default_factory=lambda: ["energy", "ones", "random"])
     gradcam_layer: str | None = None  # default: the classifier's last hidden map
+    ig_steps: int = 32  # Integrated Gradients: steps from silence
+    smoothgrad_samples: int = 16  # SmoothGrad: noisy copies per clip
     metric_compat: str | None = None  # speechbrain: also AD with SpeechBrain's double softmax
 
 

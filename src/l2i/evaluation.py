@@ -81,7 +81,9 @@ def load_explainers(cfg: EvaluateRecipe, device: torch.device) -> list[Any]:
         _check_same_classifier(first, ex, ckpts[0], ck)
     for name in cfg.baselines:
         out.append(build_baseline(name, first.classifier, first.features, first.class_names,
-                                  seed=cfg.seed, gradcam_layer=cfg.gradcam_layer))
+                                  seed=cfg.seed, gradcam_layer=cfg.gradcam_layer,
+                                  ig_steps=cfg.ig_steps,
+                                  smoothgrad_samples=cfg.smoothgrad_samples))
     seen: dict[str, int] = {}
     for ex in out:
         seen[ex.name] = seen.get(ex.name, 0) + 1
@@ -259,6 +261,9 @@ def _check(cfg: EvaluateRecipe) -> None:
         raise ConfigError(f"top_k must be >= 1 (or unset), got {cfg.top_k}")
     if cfg.n_examples < 0:
         raise ConfigError(f"n_examples must be >= 0, got {cfg.n_examples}")
+    if cfg.ig_steps < 1 or cfg.smoothgrad_samples < 1:
+        raise ConfigError(f"ig_steps and smoothgrad_samples must be >= 1, got {cfg.ig_steps}, "
+                          f"{cfg.smoothgrad_samples}")
     if cfg.metric_compat is not None and cfg.metric_compat not in METRIC_COMPAT:
         raise ConfigError(f"--metric_compat must be one of {', '.join(METRIC_COMPAT)} (or "
                           f"unset), got {cfg.metric_compat!r}")

@@ -37,13 +37,17 @@ BASELINES = GRADIENT + TRIVIAL
 
 def build_baseline(name: str, classifier: Any, features: FeaturesConfig,
                    class_names: list[str] | None = None, seed: int = 0,
-                   gradcam_layer: str | None = None) -> MaskExplainer:
-    """A model-agnostic explainer by name (one of :data:`BASELINES`)."""
+                   gradcam_layer: str | None = None, ig_steps: int | None = None,
+                   smoothgrad_samples: int | None = None) -> MaskExplainer:
+    """A model-agnostic explainer by name (one of :data:`BASELINES`); ``None`` settings keep
+    the methods' defaults (:mod:`l2i.explainers.gradient`)."""
     from l2i.explainers import baselines as triv
     from l2i.explainers import gradient as grad
 
     if name in grad.METHODS:
-        kw = {"layer": gradcam_layer} if name == "gradcam" else {}
+        options = {"gradcam": {"layer": gradcam_layer}, "ig": {"n_steps": ig_steps},
+                   "smoothgrad": {"n_samples": smoothgrad_samples}}.get(name, {})
+        kw = {k: v for k, v in options.items() if v is not None}
         return grad.METHODS[name](classifier, features, class_names, **kw)
     if name == "energy":
         return triv.EnergyMask(classifier, features, class_names)
