@@ -236,8 +236,8 @@ def _check_ckpt(cfg: EvaluateRecipe) -> None:
         raise ConfigError("l2i evaluate needs a checkpoint: l2i evaluate RUN/l2i/l2i.ckpt "
                           "--data_folder D --output_folder O")
     if not Path(cfg.ckpt).is_file():
-        raise ConfigError(f"checkpoint {cfg.ckpt} not found: give the l2i.ckpt written by "
-                          "'l2i train'")
+        raise ConfigError(f"checkpoint {cfg.ckpt} not found: give the l2i.ckpt or lmac.ckpt "
+                          "written by 'l2i train'")
 
 
 def _check(cfg: EvaluateRecipe) -> None:
