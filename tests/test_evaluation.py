@@ -391,6 +391,7 @@ def test_evaluate_writes_one_row_per_explainer(clean_run):
     assert set(info["explainer_wavs"]) == {"l2i", "energy", "ones", "random"}
     for wav in info["explainer_wavs"].values():
         assert (out / "examples" / wav).is_file()
+    assert (out / "examples" / info["masks_figure"]).is_file()
     assert "random:" in summary
 
 

@@ -221,6 +221,7 @@ def write_examples(explainers: list[Any], wavs: np.ndarray, clean: np.ndarray | 
     the first explainer is L2I, its figure ``NAME.png``."""
     from l2i import features as feats
     from l2i.audio import write_wav
+    from l2i.figures import masks_figure
 
     chosen = pick_examples(labels, n_examples)
     if not chosen:
@@ -240,19 +241,21 @@ def write_examples(explainers: list[Any], wavs: np.ndarray, clean: np.ndarray | 
         write_wav(folder / f"{name}.input.wav", wavs[i], sr)
         if clean is not None:
             write_wav(folder / f"{name}.clean.wav", clean[i], sr)
-        wav_files = {}
-        for ex_name, a in audio.items():
-            wav_files[ex_name] = write_wav(folder / f"{name}.{_file_tag(ex_name)}.wav",
-                                           a[j], sr).name
+        wav_files = {n: write_wav(folder / f"{name}.{_file_tag(n)}.wav", a[j], sr).name
+                     for n, a in audio.items()}
         if name not in l2i_paths:
             write_wav(folder / f"{name}.explanation.wav", audio[first.name][j], sr)
-        info = json.loads(l2i_paths[name].read_text()) if name in l2i_paths else {}
         pred = int(c0["prediction"][i])
+        masks_figure(spec.mag[j].cpu().numpy(), {n: m[j].cpu().numpy() for n, m in masks.items()},
+                     folder / f"{name}.masks.png", sr, first.features.hop_length,
+                     title=f"{name}: every explainer (class '{class_names[pred]}')")
+        info = json.loads(l2i_paths[name].read_text()) if name in l2i_paths else {}
         info.update({
             "id": ids[i], "label": int(labels[i]), "label_name": class_names[labels[i]],
             "predicted": pred, "predicted_name": class_names[pred],
             "input_wav": f"{name}.input.wav", "explanation_wav": f"{name}.explanation.wav",
             "explainer": first.name, "explainer_wavs": wav_files,
+            "masks_figure": f"{name}.masks.png",
             "file": sources[i] if sources and i < len(sources) else ids[i],
             "per_explainer": {n: {k: float(r.columns[k][i]) for k in ("o", "q", "mask_mean")}
                               for n, r in results.items()},

@@ -370,9 +370,9 @@ def _example_card(folder: Path, name: str, class_names: list) -> str:
             players.append(f"<div><b>{_e(title)}</b><br><audio controls preload='metadata' "
                            f"src='{_data_uri(wav, 'audio/wav')}'></audio></div>")
     parts = [head, f"<div class='players'>{''.join(players)}</div>"]
-    png = folder / f"{name}.png"
-    if png.is_file():
-        parts.append(f"<img alt='{_e(name)} figure' src='{_data_uri(png, 'image/png')}'>")
+    for png in (folder / f"{name}.png", folder / f"{name}.masks.png"):
+        if png.is_file():
+            parts.append(f"<img alt='{_e(png.name)} figure' src='{_data_uri(png, 'image/png')}'>")
     parts.append(_probs_table(info, class_names))
     sel = _first(info, "selected_components", "selected")
     if isinstance(sel, list):

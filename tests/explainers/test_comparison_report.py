@@ -30,6 +30,12 @@ def test_report_shows_the_comparison_and_every_explainers_audio(tmp_path):
     for tag, hz in wavs.items():
         sf.write(ex / f"c1.{tag}.wav", (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32),
                  8000)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.imsave(ex / "c1.masks.png", np.random.default_rng(0).random((8, 8)))
     (ex / "c1.json").write_text(json.dumps({
         "predicted_name": "a", "label_name": "a", "p": 0.9, "o": 0.8, "q": 0.1,
         "explainer_wavs": {k: f"c1.{k}.wav" for k in wavs if k != "input"}}))
@@ -44,3 +50,4 @@ def test_report_shows_the_comparison_and_every_explainers_audio(tmp_path):
     for name in ("l2i", "lmac", "saliency", "ones"):
         assert f"explanation: {name}" in html
     assert html.count("<audio") == 5  # input + one per explainer
+    assert "c1.masks.png figure" in html  # every explainer's M·|X| side by side
