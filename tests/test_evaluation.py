@@ -18,7 +18,7 @@ from l2i.config import (
     EvaluateRecipe,
     FeaturesConfig,
 )
-from l2i.errors import ConfigError, DataError
+from l2i.errors import ConfigError, DataError, L2IError
 from l2i.evaluation import aggregate, contaminate, draw_partners, pick_examples, score_clips
 
 K = 6
@@ -236,9 +236,12 @@ def test_evaluate_per_clip_csv_markdown_examples_config(clean_run, class_names):
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert metrics["AI"] == pytest.approx(np.mean([float(r["AI"]) for r in rows]), abs=1e-4)
     md = (out / "metrics.md").read_text()
-    assert "| Method | AI | AD | AG | FF | Fid-In | SPS | COMP | Fid@1 % | Fid@3 % | Fid@5 % |" \
-        in md
-    assert "| L2I (this run) |" in md and "6.75 | 25.93" in md and "Localisation" in md
+    head = "| Method | AI | AD | AG | FF | Fid-In | SPS | COMP | Fid@1 % | loc ROC-AUC | ms/clip |"
+    assert head in md
+    # one row per explainer (L2I and the default trivial baselines), then the reference rows
+    for row in ("| l2i |", "| energy |", "| ones |", "| random |"):
+        assert row in md
+    assert "6.75 | 25.93" in md and "Localisation" in md
     ex = out / "examples"
     names = sorted(p.name[:-5] for p in ex.glob("*.json"))
     assert len(names) == 2
@@ -397,3 +400,66 @@ def test_evaluate_from_another_directory_finds_the_training_data(tmp_path, monke
                                         r"training data folder stored in .*l2i\.ckpt\): pass "
                                         r"--data_folder"):
         evaluate(EvaluateRecipe(ckpt=str(ckpt), output_folder="ev2", device="cpu"))
+
+
+# --------------------------------------------------------------------------- comparison
+def test_evaluate_writes_one_row_per_explainer(clean_run):
+    out, summary = clean_run
+    data = json.loads((out / "metrics.json").read_text())
+    ex = data["explainers"]
+    assert list(ex) == ["l2i", "energy", "ones", "random"] == data["settings"]["explainers"]
+    for name, m in ex.items():
+        for key in ("AI", "AD", "AG", "FF", "Fid-In", "SPS", "COMP", "ms_per_clip", "loc_auc"):
+            assert key in m, (name, key)
+        assert m["ms_per_clip"] > 0
+    # only L2I has components: fidelity and the removal test
+    assert "component_removal" in ex["l2i"] and "component_removal" not in ex["ones"]
+    assert "fidelity_top1" in ex["l2i"] and "fidelity_top1" not in ex["energy"]
+    # the all-ones mask re-classifies the input itself
+    assert ex["ones"]["AD"] == pytest.approx(0.0, abs=1e-6) and ex["ones"]["Fid-In"] == 1.0
+    assert ex["ones"]["AI"] == 0.0
+    assert ex["ones"]["loc_auc"] == pytest.approx(0.5)  # a constant map cannot localise
+    # the legacy top-level block is the first explainer's, with the old localisation names
+    legacy = data["metrics"]
+    assert legacy["AI"] == ex["l2i"]["AI"] and legacy["loc_auc"] == ex["l2i"]["loc_auc"]
+    assert set(legacy["localisation"]) >= {"l2i_mask", "l2i_energy", "input_energy"}
+    rows = _rows(out / "per_clip.csv")
+    # the random baseline matches the L2I mask's mean per clip
+    for r in rows:
+        assert float(r["random:mask_mean"]) == pytest.approx(float(r["mask_mean"]), abs=0.03)
+    name = next((out / "examples").glob("*.json")).name[:-5]
+    info = json.loads((out / "examples" / f"{name}.json").read_text())
+    assert set(info["explainer_wavs"]) == {"l2i", "energy", "ones", "random"}
+    for wav in info["explainer_wavs"].values():
+        assert (out / "examples" / wav).is_file()
+    assert (out / "examples" / info["masks_figure"]).is_file()
+    assert "random:" in summary
+
+
+def test_evaluate_compares_checkpoints_and_gradient_baselines(tmp_path, tiny_ckpt, tiny_dataset,
+                                                              tiny_features, class_names):
+    from l2i.evaluation import evaluate
+    from l2i.interpreter import save_interpreter
+
+    twin = tmp_path / "twin.ckpt"  # same seed: the same classifier
+    save_interpreter(twin, _interpreter(tiny_features, class_names))
+    evaluate(_recipe(tiny_ckpt, tiny_dataset, tmp_path / "o", extra_ckpts=[str(twin)],
+                     baselines=["saliency", "gradcam", "ones"], metric_compat="speechbrain",
+                     n_examples=1, contamination="mixtures"))
+    data = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert list(data["explainers"]) == ["l2i", "l2i-2", "saliency", "gradcam", "ones"]
+    # the twin explains identically
+    assert data["explainers"]["l2i"]["AI"] == data["explainers"]["l2i-2"]["AI"]
+    for m in data["explainers"].values():
+        assert 0.0 <= m["AD_sb"] <= 100 * (1 - 1 / math.e) + 1e-9
+    md = (tmp_path / "o" / "metrics.md").read_text()
+    assert "AD (SB)" in md and "| saliency |" in md and "| gradcam |" in md
+    other = tmp_path / "other.ckpt"
+    save_interpreter(other, _interpreter(tiny_features, class_names, seed=3))
+    with pytest.raises(L2IError, match="same --classifier_ckpt"):
+        evaluate(_recipe(tiny_ckpt, tiny_dataset, tmp_path / "x", extra_ckpts=[str(other)]))
+    with pytest.raises(ConfigError, match="unknown baseline 'salency'.*saliency"):
+        evaluate(_recipe(tiny_ckpt, tiny_dataset, tmp_path / "x", baselines=["salency"]))
+    with pytest.raises(ConfigError, match="metric_compat"):
+        evaluate(_recipe(tiny_ckpt, tiny_dataset, tmp_path / "x", metric_compat="quantus"))
+    assert not (tmp_path / "x" / "metrics.json").exists()

@@ -224,6 +224,22 @@ class ClassifierSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)  # more keyword arguments of the builder
 
 
+@dataclass
+class LMACConfig:
+    """L-MAC (Paissan et al. 2024): a decoder on the classifier's hidden maps -> mask logits.
+
+    loss = l_in * CE(f(M |X|), y) - l_out * CE(f((1 - M) |X|), y) + l_l1 * mean|M|, y the
+    classifier's prediction (SpeechBrain's lmac_cnn14.yaml: 4 / 0.2 / 0.4).
+    """
+
+    maps: list[str] = field(default_factory=list)  # empty = every map the classifier exposes
+    hidden: int = 64  # decoder channels
+    n_up: int = 2  # x2 upsampling stages (time and freq) after merging the maps
+    l_in: float = 4.0
+    l_out: float = 0.2
+    l_l1: float = 0.4
+
+
 # --------------------------------------------------------------------------- recipes
 @dataclass
 class SynthRecipe:
@@ -296,8 +312,13 @@ class NMFRecipe:
 
 @dataclass
 class L2IRecipe:
-    """``l2i train``: the interpreter on a frozen classifier and a fixed dictionary."""
+    """``l2i train``: the interpreter on a frozen classifier and a fixed dictionary.
 
+    ``method: lmac`` trains an L-MAC decoder instead (section ``lmac``; ``nmf``, ``psi``,
+    ``theta`` and ``loss`` are then unused).
+    """
+
+    method: str = "l2i"  # l2i | lmac
     data_folder: str = ""
     output_folder: str = "runs/l2i"
     classifier_ckpt: str = ""
@@ -313,6 +334,7 @@ class L2IRecipe:
     theta: ThetaConfig = field(default_factory=ThetaConfig)
     loss: L2ILossConfig = field(default_factory=L2ILossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    lmac: LMACConfig = field(default_factory=LMACConfig)  # method lmac only
     cache_maps: bool = True  # without augmentation: run the classifier once per clip
     noise_folder: str | None = None  # shortcut for augment.noise_folder (turns noise mixing on)
     # `l2i run` only: recipes of the earlier stages (paths relative to this recipe's folder),
@@ -354,6 +376,7 @@ class EvaluateRecipe:
     """
 
     ckpt: str = ""
+    extra_ckpts: list[str] = field(default_factory=list)  # more l2i.ckpt / lmac.ckpt to compare
     data_folder: str = ""  # default: the checkpoint's training data folder
     output_folder: str = "runs/eval"
     data: DataConfig = field(default_factory=DataConfig)  # default: the checkpoint's
@@ -366,6 +389,13 @@ class EvaluateRecipe:
     seed: int = 0  # contamination draws and the random-component control
     device: str = "auto"
     n_examples: int = 8  # clips whose explanation wav/png are written for the report
+    # explainers scored next to the checkpoints': saliency, ig, smoothgrad, gradcam (captum),
+    # energy, ones, random (trivial baselines)
+    baselines: list[str] = field(default_factory=lambda: ["energy", "ones", "random"])
+    gradcam_layer: str | None = None  # default: the classifier's last hidden map
+    ig_steps: int = 32  # Integrated Gradients: steps from silence
+    smoothgrad_samples: int = 16  # SmoothGrad: noisy copies per clip
+    metric_compat: str | None = None  # speechbrain: also AD with SpeechBrain's double softmax
 
 
 @dataclass

@@ -114,15 +114,9 @@ def ratio_mask(W: Tensor, H: Tensor, selected: Tensor, eps: float = MASK_EPS) ->
     Returns:
         ``(B, T, F)`` float in [0, 1].
     """
-    if W.dim() != 2 or H.dim() != 3 or H.shape[1] != W.shape[1]:
-        raise ValueError(f"ratio_mask: expected W (F, K) and H (B, K, T), got {tuple(W.shape)} "
-                         f"and {tuple(H.shape)}")
-    W = W.to(H.dtype).clamp_min(0.0)
-    H = H.clamp_min(0.0)
-    sel = torch.as_tensor(selected, device=H.device).to(H.dtype)  # (B, K)
-    full = torch.einsum("fk,bkt->btf", W, H)  # (B, T, F)
-    part = torch.einsum("fk,bkt->btf", W, H * sel[:, :, None])  # (B, T, F)
-    return (part / (full + eps)).clamp(0.0, 1.0)
+    from l2i.metrics import removal_mask  # the one implementation of the ratio mask
+
+    return removal_mask(W, H, selected, eps=eps)
 
 
 def explanation_magnitude(mask: Tensor, mag: Tensor) -> Tensor:

@@ -144,4 +144,29 @@ def explanation_figure(expl: Any, path: str | os.PathLike, title: str | None = N
     return save_figure(fig, path)
 
 
-__all__ = ["explanation_figure", "plot_spectrogram", "save_figure", "to_db"]
+def masks_figure(mag: np.ndarray, masks: dict[str, np.ndarray], path: str | os.PathLike,
+                 sample_rate: int, hop_length: int, title: str = "") -> Path:
+    """Any explainers side by side: the input spectrogram, then each explainer's explanation
+    ``M * |X|`` (same dB scale as the input). ``mag`` and every mask are ``(T, F)``."""
+    plt = _mpl()
+    mag = np.asarray(mag)
+    n_t, n_f = mag.shape
+    ext = _extent(n_t, n_f, int(hop_length), int(sample_rate))
+    ref = float(mag.max()) if mag.size and mag.max() > 0 else 1.0
+    panels = [("input |X|", mag)] + [(f"{name}: M·|X|", mag * np.asarray(m))
+                                     for name, m in masks.items()]
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False,
+                             layout="constrained", sharex=True, sharey=True)
+    for ax, (name, img) in zip(axes.flat, panels):
+        plot_spectrogram(ax, to_db(img, ref), ext, name, vmin=-DB_RANGE, vmax=0.0,
+                         label="dB re input max")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    return save_figure(fig, path)
+
+
+__all__ = ["explanation_figure", "masks_figure", "plot_spectrogram", "save_figure", "to_db"]

@@ -238,16 +238,27 @@ def complexity(mask: ArrayLike) -> Tensor:
 
 # --------------------------------------------------------------------------- component removal
 def removal_mask(W: Tensor, H: Tensor, removed: Tensor, eps: float = 1e-10) -> Tensor:
-    """``M_removed = (W_R H_R) / (W H + eps)``: the share of each bin explained by components R.
+    """``M_R = (W_R H_R) / (W H + eps)``: the share of each bin explained by components R.
+
+    The one definition of L2I's ratio mask (``l2i.explain.ratio_mask`` calls it). ``W`` and
+    ``H`` should be non-negative (NMF); negative entries are clamped to 0 so the mask stays in
+    [0, 1]. An empty ``removed`` gives an all-zero mask.
 
     Args:
-        W: ``(F, K)`` the dictionary; H: ``(N, K, T)`` activations; removed: ``(N, K)`` bool.
+        W: ``(F, K)`` the dictionary; H: ``(N, K, T)`` activations; removed: ``(N, K)`` bool
+            (or 0/1 weights).
     Returns:
         ``(N, T, F)`` in [0, 1].
     """
-    from l2i.explain import ratio_mask  # one definition of the ratio mask
-
-    return ratio_mask(W, H, removed, eps=eps)
+    if W.dim() != 2 or H.dim() != 3 or H.shape[1] != W.shape[1]:
+        raise ValueError(f"ratio_mask (removal_mask): expected W (F, K) and H (B, K, T), got "
+                         f"{tuple(W.shape)} and {tuple(H.shape)}")
+    W = W.to(H.dtype).clamp_min(0.0)
+    H = H.clamp_min(0.0)
+    sel = torch.as_tensor(removed, device=H.device).to(H.dtype)  # (B, K)
+    full = torch.einsum("fk,bkt->btf", W, H)  # (B, T, F)
+    part = torch.einsum("fk,bkt->btf", W, H * sel[:, :, None])  # (B, T, F)
+    return (part / (full + eps)).clamp(0.0, 1.0)
 
 
 def random_like_selection(selected: Tensor, generator: torch.Generator | None = None,

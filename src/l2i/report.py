@@ -206,7 +206,9 @@ def _evaluation_section(root: Path, folder: Path, n_examples: int) -> str:
     out = [f"<h2>{title}</h2>", _summary_table(settings, counts, metrics)]
 
     out.append("<h3>Faithfulness</h3>")
-    out.append(_metrics_table(metrics))
+    explainers = data.get("explainers")
+    out.append(comparison_table(explainers) if isinstance(explainers, dict) and explainers
+               else _metrics_table(metrics))
     out.append(
         "<p class='muted'>AI, AD, AG in %; FF, Fid-In, SPS as fractions; COMP in nats. "
         "AD here is the textbook AD on plain probabilities; the reference rows use the "
@@ -267,6 +269,32 @@ def _metrics_table(metrics: dict) -> str:
         cells = "".join(f"<td>{v:.2f}</td>" for v in vals)
         rows.append(f"<tr class='ref'><td class='l'>{_e(name)}</td>{cells}</tr>")
     return "<table>" + "".join(rows) + "</table>"
+
+
+COMPARISON_KEYS = TABLE_KEYS + ["AD_sb", "fidelity_top1", "loc_auc", "ms_per_clip"]
+COMPARISON_TITLES = TABLE_KEYS + ["AD (SB)", "Fid@1 %", "loc ROC-AUC", "ms/clip"]
+
+
+def comparison_table(explainers: dict) -> str:
+    """One row per explainer of an ``l2i evaluate`` comparison (``metrics.json``'s
+    ``"explainers"``), then the reference rows; columns no explainer has are left out."""
+    cols = [(t, k) for t, k in zip(COMPARISON_TITLES, COMPARISON_KEYS)
+            if any(isinstance(m, dict) and m.get(k) is not None for m in explainers.values())]
+    head = "".join(f"<th>{_e(t)}</th>" for t, _ in cols)
+    rows = [f"<tr><th class='l'>Method</th>{head}</tr>"]
+    for name, m in explainers.items():
+        m = m if isinstance(m, dict) else {}
+        cells = "".join(f"<td>{_fmt(m.get(k))}</td>" for _, k in cols)
+        rows.append(f"<tr><td class='l'><b>{_e(str(name))}</b></td>{cells}</tr>")
+    for name, vals in REFERENCE_ROWS:
+        cells = "".join(f"<td>{v:.2f}</td>" for v in vals)
+        cells += "<td>&ndash;</td>" * (len(cols) - len(vals))
+        rows.append(f"<tr class='ref'><td class='l'>{_e(name)}</td>{cells}</tr>")
+    return ("<table class='comparison'>" + "".join(rows) + "</table><p class='muted'>Every "
+            "explainer on the same clips, for the same classifier and its predicted class: "
+            "L2I / L-MAC from their checkpoints, captum's gradient methods and the trivial "
+            "baselines (ones: the input itself; energy: |X|/max|X|; random: a random mask with "
+            "the first explainer's mean).</p>")
 
 
 def _localisation_table(loc: dict) -> str:
@@ -330,17 +358,22 @@ def _example_card(folder: Path, name: str, class_names: list) -> str:
     head = (f"<h4>{_e(name)}</h4><p>{' &middot; '.join(facts)}</p>"
             + (f"<p class='muted'>{_e(str(source))}</p>" if source else ""))
     players = []
-    for suffix, title in (("clean", "clean clip (before contamination)"), ("input", "input"),
-                          ("explanation", "explanation (listen)")):
+    tracks = [("clean", "clean clip (before contamination)"), ("input", "input"),
+              ("explanation", "explanation (listen)")]
+    per = info.get("explainer_wavs")
+    if isinstance(per, dict) and per:  # a comparison: every explainer's audio side by side
+        tracks = tracks[:2] + [(Path(str(f)).name[len(name) + 1:-4], f"explanation: {ex}")
+                               for ex, f in per.items()]
+    for suffix, title in tracks:
         wav = folder / f"{name}.{suffix}.wav"
         if wav.is_file():
-            players.append(f"<div><b>{title}</b><br><audio controls preload='metadata' "
+            players.append(f"<div><b>{_e(title)}</b><br><audio controls preload='metadata' "
                            f"src='{_data_uri(wav, 'audio/wav')}'></audio></div>")
     parts = [head, f"<div class='players'>{''.join(players)}</div>", _component_players(
         folder, info)]
-    png = folder / f"{name}.png"
-    if png.is_file():
-        parts.append(f"<img alt='{_e(name)} figure' src='{_data_uri(png, 'image/png')}'>")
+    for png in (folder / f"{name}.png", folder / f"{name}.masks.png"):
+        if png.is_file():
+            parts.append(f"<img alt='{_e(png.name)} figure' src='{_data_uri(png, 'image/png')}'>")
     parts.append(_probs_table(info, class_names))
     sel = _first(info, "selected_components", "selected")
     if isinstance(sel, list):
@@ -516,4 +549,5 @@ def _write_text_atomic(path: Path, text: str) -> None:
     fileio.write_text(path, text)
 
 
-__all__ = ["write_report", "render_report", "find_evaluations", "find_examples"]
+__all__ = ["write_report", "render_report", "find_evaluations", "find_examples",
+           "comparison_table"]
