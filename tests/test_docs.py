@@ -20,8 +20,9 @@ FENCE = re.compile(r"```(?:bash|sh|console)?\n(.*?)```", re.S)
 def documented_commands() -> list[tuple[str, int, list[str]]]:
     """``(file, line, argv)`` of every ``l2i COMMAND ...`` line in the docs' code blocks.
 
-    Backslash continuations are joined; ``[--opt value]`` (optional parts) are kept without
-    brackets; lines with ``...`` (elided arguments) are skipped.
+    Backslash continuations are joined; shell variables set in the block (``F="..."``) are
+    expanded; ``[--opt value]`` (optional parts) are kept without brackets; lines with ``...``
+    (elided arguments) are skipped.
     """
     found = []
     for path in DOC_FILES:
@@ -29,8 +30,11 @@ def documented_commands() -> list[tuple[str, int, list[str]]]:
         for block in FENCE.finditer(text):
             body = block.group(1).replace("\\\n", " ")
             start = text[:block.start()].count("\n") + 2
+            env = dict(re.findall(r'^([A-Z_]+)="?([^"\n]*)"?$', body, re.M))  # F="--a 1 --b 2"
             for i, line in enumerate(body.splitlines()):
                 line = line.split("#")[0].strip()
+                for name, value in env.items():
+                    line = line.replace(f"${name}", value)
                 m = re.match(r"^(?:\.venv/bin/)?l2i\s+([a-z-]+)(.*)$", line)
                 if not m or m.group(1) not in cli.COMMANDS or "..." in line or "…" in line:
                     continue

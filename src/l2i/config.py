@@ -318,7 +318,7 @@ class L2IRecipe:
     ``theta`` and ``loss`` are then unused).
     """
 
-    method: str = "l2i"  # l2i | lmac
+    method: Literal["l2i", "lmac"] = "l2i"  # what `l2i train` trains (training/dispatch.py)
     data_folder: str = ""
     output_folder: str = "runs/l2i"
     classifier_ckpt: str = ""
@@ -648,6 +648,8 @@ def _coerce(value: Any, tp: Any, key: str, root: type | None = None) -> Any:
     if origin in (list, tuple):
         return _coerce_list(value, tp, key, root)
     if origin is dict:
+        if isinstance(value, _Text):  # command line: --classifier.kwargs "{scale: 40.0}"
+            value = _parse_yaml(value)
         if not isinstance(value, dict):
             raise _bad_value(key, tp, value)
         ktp, vtp = get_args(tp) or (Any, Any)

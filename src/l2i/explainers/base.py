@@ -35,6 +35,7 @@ from l2i.errors import DataError, L2IError
 from l2i.interpreter import (  # one definition: the interpreter's
     class_probs,
     classifier_activation,
+    classifier_threshold,
 )
 
 ACTIVATIONS = ("softmax", "sigmoid")
@@ -200,5 +201,6 @@ def per_clip_max_normalise(a: Tensor, eps: float = 1e-12) -> Tensor:
     return a / peak.reshape(-1, *([1] * (a.dim() - 1)))
 
 
-__all__ = ["reclassify", "class_probs", "classifier_activation", "SpecBatch", "as_spec",
+__all__ = ["reclassify", "class_probs", "classifier_activation", "classifier_threshold",
+           "SpecBatch", "as_spec",
            "Attribution", "MaskExplainer", "per_clip_max_normalise", "ACTIVATIONS"]

@@ -45,7 +45,7 @@ class L2IExplainer(MaskExplainer):
 
     def explain_spec(self, spec: SpecBatch, target: Tensor,
                      **kwargs: Any) -> tuple[Tensor, dict[str, Any]]:
-        b = self.explainer.explain_batch(spec.mag, target)
+        b = self.explainer.explain_batch(spec.mag, target, phase=spec.phase, length=spec.length)
         extras = {"H": b.H, "selected": b.selected, "relevance": b.relevance,
                   "theta_logits": b.theta_logits, "W": self.interpreter.W}
         return b.mask, extras

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 from l2i.config import L2IRecipe
-from l2i.errors import ConfigError
 
 METHODS = {"l2i": "l2i.training.interpreter:train_interpreter",
            "lmac": "l2i.training.lmac:train_lmac"}
@@ -18,10 +17,7 @@ def train(cfg: L2IRecipe) -> str:
     """Train ``cfg.method``; returns the trainer's summary / checkpoint path."""
     import importlib
 
-    target = METHODS.get(cfg.method)
-    if target is None:
-        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    module, func = target.split(":")
+    module, func = METHODS[cfg.method].split(":")  # `method` is a Literal: checked by the config
     return getattr(importlib.import_module(module), func)(cfg)
 
 
