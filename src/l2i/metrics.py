@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -350,7 +351,9 @@ def roc_auc(scores: ArrayLike, labels: ArrayLike) -> float:
     n_neg = y.numel() - n_pos
     if n_pos == 0 or n_neg == 0:
         return math.nan
-    order = s.argsort()
+    # numpy's sort is ~4x faster than torch's on one long CPU vector (measured: 80k bins, 1.5 vs
+    # 6.7 ms), and a test set sorts one vector per clip, explainer and score map
+    order = torch.from_numpy(np.argsort(s.cpu().numpy(), kind="quicksort")).to(s.device)
     sorted_s = s[order]
     # average rank of each run of ties
     _, inverse, counts = torch.unique_consecutive(sorted_s, return_inverse=True,
