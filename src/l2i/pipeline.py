@@ -59,6 +59,11 @@ class Stage:
         return self.record or self.folder / RECORD
 
 
+# the demo's report plays 4 example clips (each with every explainer's audio and figures; 8
+# examples cost ~16 s more of the demo's ~1 min on a 2-core CPU)
+DEMO_EXAMPLES = 4
+
+
 def recipes_folder() -> Path:
     """The ``recipes/`` folder shipped with l2i (repository checkout or installed package)."""
     here = Path(__file__).resolve()
@@ -262,7 +267,8 @@ def demo(cfg: C.DemoRecipe) -> str:
     ev = C.load_config(C.EvaluateRecipe, None, {
         "ckpt": str(out / "l2i" / "l2i.ckpt"), **common, "output_folder": str(out / "eval"),
         "data.train_folds": l2i.data.train_folds, "data.valid_folds": l2i.data.valid_folds,
-        "data.test_folds": l2i.data.test_folds, "device": cfg.device, "seed": cfg.seed})
+        "data.test_folds": l2i.data.test_folds, "device": cfg.device, "seed": cfg.seed,
+        "n_examples": DEMO_EXAMPLES})
     synth = C.SynthRecipe(output_folder=str(data), n_per_class=cfg.n_per_class, seed=cfg.seed,
                           sample_rate=clf.features.sample_rate)
     paths = ("data_folder", "classifier_ckpt", "nmf", "ckpt", "classifier_recipe", "nmf_recipe")
