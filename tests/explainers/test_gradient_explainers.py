@@ -1,4 +1,5 @@
-"""captum gradient explainers on every classifier kind l2i has (conv2d, CNN14 width-reduced)."""
+"""captum gradient explainers on every classifier kind l2i has (conv2d, CNN14 width-reduced, a
+classifier given as code: gradients through the inverse STFT and the resampler)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,16 @@ FEAT = FeaturesConfig(sample_rate=8000, n_fft=256, n_mels=32)
 
 def classifier(arch: str) -> nn.Module:
     torch.manual_seed(0)
+    if arch == "code":  # a 1-D conv net on 16 kHz waveforms, hooked (tests/custom_models.py)
+        from pathlib import Path
+
+        from l2i.config import ClassifierSpec
+        from l2i.models.hooked import build_hooked
+
+        models = Path(__file__).resolve().parents[1] / "custom_models.py"
+        spec = ClassifierSpec(module=f"{models}:build_wave_conv1d", sample_rate=16000,
+                              layers=["convs.1", "convs.3"])
+        return build_hooked(spec, FEAT, (0.5, 1.0)).eval().requires_grad_(False)
     if arch == "cnn14":
         model = CNN14(FEAT, 3, channels=(4, 4, 8, 8, 8, 8), embed_dim=8)
     else:
@@ -37,7 +48,7 @@ def wavs(n: int = 2) -> torch.Tensor:
     return 0.3 * torch.randn(n, 4000, generator=g)  # 0.5 s
 
 
-@pytest.mark.parametrize("arch", ["conv2d", "cnn14"])
+@pytest.mark.parametrize("arch", ["conv2d", "cnn14", "code"])
 def test_every_gradient_method_on_every_classifier(arch):
     clf = classifier(arch)
     spec = as_spec(wavs(), FEAT)

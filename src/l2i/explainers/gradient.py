@@ -173,10 +173,12 @@ class GradCAMExplainer(_CaptumExplainer):
 
         cam = LayerGradCam(self.forward_fn, self.layer).attribute(
             x, target=target, additional_forward_args=args, relu_attributions=True)
+        if cam.dim() == 3:  # a 1-D layer (B, 1, T'): the same weight at every frequency
+            cam = cam[..., None]  # (B, 1, T', 1)
         if cam.dim() != 4:
             raise L2IError(f"Grad-CAM layer {self.layer_name!r} gives maps of shape "
-                           f"{tuple(cam.shape)}; pick a layer with (batch, channels, time, "
-                           "freq) outputs")
+                           f"{tuple(cam.shape)}; pick a layer with (batch, channels, time[, "
+                           "freq]) outputs")
         return cam_to_stft(cam[:, 0], self.classifier, x.shape[1], x.shape[2])
 
 
@@ -186,7 +188,7 @@ def default_layer(classifier: nn.Module) -> str:
     names = list(getattr(classifier, "map_names", ()) or ())
     mods = dict(classifier.named_modules())
     for name in reversed(names):
-        for cand in (name, f"conv_{name}"):
+        for cand in (name, f"conv_{name}", f"model.{name}"):  # model.: a hooked user module
             if cand in mods:
                 return cand
     raise ConfigError(f"{type(classifier).__name__} names no hidden maps: give the Grad-CAM "
