@@ -525,7 +525,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, (int, float)):
         if isinstance(v, float) and math.isnan(v):
             return "n/a"
-        return f"{v:.2f}" if isinstance(v, float) else str(v)
+        return f"{v + 0.0:.2f}".replace("-0.00", "0.00") if isinstance(v, float) else str(v)
     return _e(str(v))
 
 
