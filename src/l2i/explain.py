@@ -786,13 +786,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def multilabel_threshold(explainer: Explainer) -> float:
-    """The decision threshold of a multi-label classifier (``classifier.threshold``, 0.5)."""
-    from l2i.interpreter import classifier_threshold
-
-    return classifier_threshold(explainer.interpreter.classifier)
-
-
 __all__ = ["relevance", "select_components", "ratio_mask", "explanation_magnitude", "to_audio",
            "Explanation", "BatchExplanation", "Explainer", "checkpoint_normalize",
            "explanation_warnings", "default_confidence_level", "max_prob_quantile",

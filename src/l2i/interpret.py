@@ -38,6 +38,7 @@ from l2i import explain as E
 from l2i.config import InterpretRecipe, save_config
 from l2i.errors import ConfigError, DataError, L2IError
 from l2i.fileio import atomic_path, write_text
+from l2i.interpreter import classifier_threshold
 
 STREAMS = ("auto", "always", "never")
 READ_BLOCK_S = 1.0  # seconds read from a long file at a time
@@ -133,7 +134,7 @@ def explain_clip(explainer: E.Explainer, x: np.ndarray, sr: int, source: Path, s
 
     first = explainer.explain(x, sr, target=None if isinstance(spec, str) else spec[0])
     targets = choose_targets(spec, first.classifier_probs, cfg,
-                             E.multilabel_threshold(explainer))
+                             classifier_threshold(explainer.interpreter.classifier))
     several = isinstance(spec, str) or len(targets) > 1
     xin = normalize_audio(resample(x, sr, explainer.sample_rate), explainer.normalize)
     input_wav = write_wav(out / f"{stem}.input.wav", xin, explainer.sample_rate)

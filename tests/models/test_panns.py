@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cnn14_reference import cnn14_embedding
 
 from l2i.errors import L2IError
 from l2i.models import panns
@@ -83,13 +84,7 @@ def reference_forward(sd: dict, wav: torch.Tensor) -> dict:
     power = (re ** 2 + im ** 2)[:, None].transpose(2, 3)  # (B, 1, T, 513)
     x = 10 * torch.log10(torch.clamp(power @ sd["logmel_extractor.melW"], min=1e-10))
     x = bn(x.transpose(1, 3), "bn0").transpose(1, 3)
-    for k in range(1, 7):
-        p = f"conv_block{k}"
-        x = F.relu(bn(F.conv2d(x, sd[p + ".conv1.weight"], padding=1), p + ".bn1"))
-        x = F.relu(bn(F.conv2d(x, sd[p + ".conv2.weight"], padding=1), p + ".bn2"))
-        x = F.avg_pool2d(x, (2, 2) if k < 6 else (1, 1))
-    x = torch.mean(x, dim=3)
-    x = torch.max(x, dim=2)[0] + torch.mean(x, dim=2)
+    x = cnn14_embedding(x, sd, bn, "bn1", "bn2")  # (B, 2048)
     x = F.relu(F.linear(x, sd["fc1.weight"], sd["fc1.bias"]))
     return {"clipwise_output": torch.sigmoid(F.linear(x, sd["fc_audioset.weight"],
                                                       sd["fc_audioset.bias"])), "embedding": x}

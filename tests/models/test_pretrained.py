@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from cnn14_reference import cnn14_embedding
 
 from l2i.config import ClassifierModelConfig, FeaturesConfig
 from l2i.errors import L2IError
@@ -271,13 +272,7 @@ def sb_cnn14_logits(sd: dict, head: dict, mag: torch.Tensor, n_mels: int, sr: in
 
     x = torch.log1p(torch.matmul(mag, sb_filterbank(n_mels, sr, n_fft)))[:, None]  # (B,1,T,M)
     x = bn(x.transpose(1, 3), "norm0").transpose(1, 3)
-    for k in range(1, 7):
-        p = f"conv_block{k}"
-        x = F.relu(bn(F.conv2d(x, sd[p + ".conv1.weight"], padding=1), p + ".norm1"))
-        x = F.relu(bn(F.conv2d(x, sd[p + ".conv2.weight"], padding=1), p + ".norm2"))
-        x = F.avg_pool2d(x, (2, 2) if k < 6 else (1, 1))
-    x = torch.mean(x, dim=3)
-    x = torch.max(x, dim=2)[0] + torch.mean(x, dim=2)
+    x = cnn14_embedding(x, sd, bn, "norm1", "norm2")  # (B, 2048)
     return F.linear(x, head["weight"], head["bias"])
 
 

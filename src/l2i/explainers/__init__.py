@@ -20,7 +20,6 @@ import torch
 from l2i.config import FeaturesConfig
 from l2i.errors import ConfigError, L2IError
 from l2i.explainers.base import (
-    ACTIVATIONS,
     Attribution,
     MaskExplainer,
     SpecBatch,
@@ -98,4 +97,4 @@ def load_explainer(ckpt: str | os.PathLike, device: str | torch.device = "cpu",
 
 __all__ = ["MaskExplainer", "Attribution", "SpecBatch", "as_spec", "reclassify", "class_probs",
            "per_clip_max_normalise", "build_baseline", "load_explainer", "checkpoint_format",
-           "BASELINES", "GRADIENT", "TRIVIAL", "ACTIVATIONS"]
+           "BASELINES", "GRADIENT", "TRIVIAL"]

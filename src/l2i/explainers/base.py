@@ -38,8 +38,6 @@ from l2i.interpreter import (  # one definition: the interpreter's
     classifier_threshold,
 )
 
-ACTIVATIONS = ("softmax", "sigmoid")
-
 
 # --------------------------------------------------------------------------- shared contract
 def reclassify(classifier: Any, mag: Tensor, phase: Tensor | None = None,
@@ -203,4 +201,4 @@ def per_clip_max_normalise(a: Tensor, eps: float = 1e-12) -> Tensor:
 
 __all__ = ["reclassify", "class_probs", "classifier_activation", "classifier_threshold",
            "SpecBatch", "as_spec",
-           "Attribution", "MaskExplainer", "per_clip_max_normalise", "ACTIVATIONS"]
+           "Attribution", "MaskExplainer", "per_clip_max_normalise"]

@@ -44,8 +44,6 @@ from l2i.models.psi import canonical_map, find_time_axis
 
 CODE_FORMAT = "l2i-classifier-code"
 CODE_VERSION = 1
-ACTIVATIONS = ("softmax", "sigmoid")
-SCORES = ("logits", "probabilities")
 PROBE_SECONDS = (1.0, 2.0)  # two clip lengths: the time axis is the one that grows
 PROB_EPS = 1e-7
 
@@ -121,14 +119,7 @@ def import_callable(module: str) -> Callable[..., Any]:
 
 def build_from_spec(spec: ClassifierSpec) -> tuple[nn.Module, list[str] | None]:
     """Import and call the spec's builder: ``(model in eval mode, class names or None)``."""
-    if spec.activation not in ACTIVATIONS:
-        raise ConfigError(f"classifier.activation must be softmax or sigmoid, got "
-                          f"{spec.activation!r}")
-    if spec.scores not in SCORES:
-        raise ConfigError(f"classifier.scores must be logits or probabilities, got "
-                          f"{spec.scores!r}")
-    if not isinstance(spec.kwargs, Mapping):
-        raise ConfigError(f"classifier.kwargs must be a mapping, got {spec.kwargs!r}")
+    # activation, scores (Literals) and kwargs (a mapping) are checked by l2i.config
     fn = import_callable(spec.module)
     args = (spec.checkpoint,) if spec.checkpoint else ()
     try:
