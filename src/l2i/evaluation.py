@@ -20,7 +20,6 @@ tables (it is always in metrics.json as ``AD_sb``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -124,7 +123,7 @@ def evaluate(cfg: EvaluateRecipe) -> str:
     the model's.
     """
     from l2i.data import load_dataset, load_split
-    from l2i.interpreter import resolve_device
+    from l2i.device import resolve_device
 
     _check_ckpt(cfg)
     device = resolve_device(cfg.device)
@@ -163,7 +162,7 @@ def evaluate(cfg: EvaluateRecipe) -> str:
               "settings": settings}
     out = Path(cfg.output_folder)
     out.mkdir(parents=True, exist_ok=True)
-    fileio.write_text(out / "metrics.json", json.dumps(json_safe(report), indent=2) + "\n")
+    fileio.write_json(out / "metrics.json", json_safe(report))
     fileio.write_text(out / "per_clip.csv",
                       per_clip_csv(ids, labels, first.class_names, results, partner))
     fileio.write_text(out / "metrics.md", metrics_markdown(aggs, settings, counts))

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from l2i import fileio
+
 DB_RANGE = 80.0  # dynamic range shown by the spectrogram panels
 
 
@@ -54,20 +56,8 @@ def plot_spectrogram(ax: Any, img: np.ndarray, extent: list[float], title: str,
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Save a figure as PNG atomically and close it."""
-    plt = _mpl()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
-    return path
+    """Save a figure as PNG atomically and close it (:func:`l2i.fileio.save_figure`)."""
+    return fileio.save_figure(fig, path, dpi=dpi)
 
 
 def explanation_figure(expl: Any, path: str | os.PathLike, title: str | None = None,

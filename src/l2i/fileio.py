@@ -1,16 +1,28 @@
-"""Atomic file output: write to a temp file in the same folder, then rename.
+"""The one writer module: every file l2i writes goes through here, atomically.
 
-Nothing half-written is ever left under the final name, and files come out with ordinary
-permissions (0644, not mkstemp's 0600) so that results can be shared.
+Write to a temp file in the same folder, then rename: nothing half-written is ever left under
+the final name, and files come out with ordinary permissions (0644, not mkstemp's 0600) so
+that results can be shared. Writers: :func:`write_bytes`, :func:`write_text`,
+:func:`write_json`, :func:`write_csv`, :func:`save_torch` (checkpoints), :func:`save_npy`,
+:func:`new_npy` (a ``.npy`` memmap filled in place), :func:`wav_writer` (a streamed wav),
+:func:`save_figure` (matplotlib PNG);
+:func:`atomic_path` for any other writer that takes a path. Readers of self-describing
+checkpoints: :func:`read_checkpoint` (format and version checks, migrations in
+:mod:`l2i.checkpoints`). ``tests/test_architecture.py`` checks that nothing else in ``src/``
+writes files.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -44,6 +56,81 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Atomically write ``text`` (UTF-8) to ``path``."""
     return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2,
+               allow_nan: bool = True) -> Path:
+    """Atomically write ``obj`` as JSON (UTF-8, a final newline) to ``path``."""
+    return write_text(path, json.dumps(obj, indent=indent, allow_nan=allow_nan) + "\n")
+
+
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
+    """Atomically write a CSV (``\\n`` line ends) with ``header`` then ``rows``."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return write_text(path, buf.getvalue())
+
+
+def save_torch(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomically ``torch.save`` ``obj`` (a checkpoint dict) to ``path``."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def save_npy(path: str | os.PathLike, arr: Any) -> Path:
+    """Atomically ``np.save`` ``arr`` to ``path`` (a ``.npy``)."""
+    import numpy as np
+
+    with atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, arr)
+    return Path(path)
+
+
+@contextmanager
+def new_npy(path: str | os.PathLike, shape: tuple[int, ...], dtype: Any) -> Iterator[Any]:
+    """Yield a writable ``.npy`` memmap of ``shape``/``dtype``; flushed and renamed to ``path``
+    when the block ends without error (removed otherwise)."""
+    import numpy as np
+
+    with atomic_path(path, suffix=".npy") as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        try:
+            yield arr
+            arr.flush()
+        finally:
+            del arr
+
+
+@contextmanager
+def wav_writer(path: str | os.PathLike, sample_rate: int, subtype: str = "PCM_16") -> Iterator[Any]:
+    """Yield a mono ``soundfile.SoundFile`` open for writing (stream blocks with ``.write``);
+    renamed to ``path`` when the block ends without error."""
+    import soundfile as sf
+
+    with atomic_path(path, suffix=".wav") as tmp, sf.SoundFile(
+            str(tmp), "w", samplerate=int(sample_rate), channels=1, subtype=subtype,
+            format="WAV") as sink:
+        yield sink
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110, close: bool = True) -> Path:
+    """Atomically save a matplotlib figure as PNG; close it (also on error) unless ``close``
+    is False."""
+    path = Path(path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    finally:
+        if close:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+    return path
 
 
 def check_record(record: object, fmt: str, max_version: int, where: str, hint: str,

@@ -26,8 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from l2i.config import FeaturesConfig, L2ILossConfig, PsiConfig, ThetaConfig, from_dict
+from l2i.device import resolve_device
 from l2i.errors import L2IError
-from l2i.fileio import read_checkpoint
+from l2i.fileio import read_checkpoint, save_torch
 from l2i.models.psi import Psi
 from l2i.models.theta import Theta
 
@@ -226,27 +227,8 @@ def save_interpreter(path: str | os.PathLike, interp: Interpreter,
                      metrics: dict | None = None, psi_cfg: PsiConfig | None = None,
                      theta_cfg: ThetaConfig | None = None) -> Path:
     """Write the self-contained ``l2i.ckpt`` atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = interpreter_record(interp, loss, recipe, metrics, psi_cfg, theta_cfg)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(record, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> cuda if available, else mps if available, else cpu."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
+    return save_torch(path, record)
 
 
 def load_any_classifier(record: dict[str, Any], device: str | torch.device = "cpu",

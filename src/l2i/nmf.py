@@ -44,9 +44,10 @@ import torch
 from torch import Tensor
 
 from l2i.config import FeaturesConfig, NMFConfig
+from l2i.device import resolve_device
 from l2i.errors import ConfigError, L2IError
 from l2i.features import features_match
-from l2i.fileio import atomic_path
+from l2i.fileio import save_torch
 
 FORMAT = "l2i-nmf"
 VERSION = 1
@@ -78,12 +79,6 @@ class NMFResult:
 
 
 # --------------------------------------------------------------------------- small helpers
-def _device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _as_frames(frames: Tensor | np.ndarray) -> Tensor:
     """Frames ``(N, F)`` as a float32 CPU/device tensor (NumPy arrays and memmaps are wrapped)."""
     if isinstance(frames, np.ndarray):
@@ -306,7 +301,7 @@ def fit_nmf(frames: Tensor | np.ndarray, cfg: NMFConfig, device: str | torch.dev
         raise ConfigError(f"nmf.batch_frames must be >= 1 or null, got {cfg.batch_frames}")
     frames = _as_frames(frames)
     _check_frames(frames)
-    dev = _device(device if device is not None else cfg.device)
+    dev = resolve_device(device if device is not None else cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()
     full = cfg.batch_frames is None or cfg.batch_frames >= frames.shape[0]
@@ -582,9 +577,7 @@ def save_dictionary(path: str | os.PathLike, W: Tensor, features: FeaturesConfig
     payload = {"format": FORMAT, "version": VERSION,
                "W": W.detach().float().cpu().contiguous(), "features": feats,
                "stats": dict(stats or {})}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return path
+    return save_torch(path, payload)
 
 
 def load_dictionary(path: str | os.PathLike, features: FeaturesConfig | dict | None = None, *,

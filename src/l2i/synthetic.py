@@ -26,7 +26,6 @@ Frequencies are designed for 16 kHz and scaled by ``min(sample_rate, 16000) / 16
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
 import time
@@ -39,6 +38,7 @@ import numpy as np
 from l2i.audio import write_wav
 from l2i.config import FeaturesConfig, SynthRecipe, save_config
 from l2i.errors import ConfigError, DataError
+from l2i.fileio import write_csv
 
 EVENT_MIN_S = 0.4
 EVENT_MAX_S = 1.5
@@ -277,13 +277,7 @@ def _check(cfg: SynthRecipe, n_classes: int) -> None:
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    write_csv(path, header, rows)
 
 
 # --------------------------------------------------------------------------- ground truth

@@ -16,24 +16,8 @@ from l2i.training.common import (
     build_trainer,
     configure_optimizers,
     early_stop_info,
-    resolve_device,
     resume_checkpoint,
-    torch_device,
 )
-
-
-def test_resolve_device():
-    assert resolve_device("cpu") == ("cpu", 1)
-    assert torch_device("cpu") == torch.device("cpu")
-    acc, n = resolve_device("auto")
-    assert acc in ("cpu", "gpu", "mps") and n == 1
-    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
-        resolve_device("tpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="CUDA is not available"):
-            resolve_device("cuda:1")
-    else:
-        assert resolve_device("cuda:0") == ("gpu", [0])
 
 
 def _lrs(cfg: TrainerConfig, steps_per_epoch: int) -> list[float]:

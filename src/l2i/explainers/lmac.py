@@ -96,13 +96,9 @@ def lmac_record(classifier_record: dict[str, Any], decoder: LMACDecoder,
 
 def save_lmac(path: str | os.PathLike, record: dict[str, Any]) -> Path:
     """Write ``lmac.ckpt`` atomically."""
-    from l2i.fileio import atomic_path
+    from l2i.fileio import save_torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(record, tmp)
-    return path
+    return save_torch(path, record)
 
 
 def read_lmac(path: str | os.PathLike) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from l2i.config import ClassifierModelConfig, FeaturesConfig, from_dict
 from l2i.errors import L2IError
 from l2i.features import MEL_KINDS, Frontend
-from l2i.fileio import check_record, read_checkpoint
+from l2i.fileio import check_record, read_checkpoint, save_torch
 
 CKPT_FORMAT = "l2i-classifier"
 CKPT_VERSION = 1
@@ -165,12 +165,7 @@ def save_classifier(path: str | os.PathLike, model: AudioClassifier,
                     normalize: str | None = None) -> Path:
     """Write ``classifier.ckpt`` atomically (temp file in the same folder, then rename)."""
     record = classifier_dict(model, model_cfg, features, class_names, metrics, normalize)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(record, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_torch(path, record)
 
 
 def load_classifier(path_or_dict: str | os.PathLike | dict[str, Any],

@@ -17,7 +17,6 @@ Augmentations are plain functions on batched tensors, usable elsewhere (the inte
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import resource
@@ -41,8 +40,10 @@ from l2i.config import (
     FeaturesConfig,
     save_config,
 )
+from l2i.device import resolve_device
 from l2i.errors import ConfigError, DataError, L2IError
 from l2i.features import stft
+from l2i.fileio import save_figure, write_json
 from l2i.models import AudioClassifier, build_classifier, load_classifier, save_classifier
 
 FINAL = "classifier.ckpt"
@@ -276,18 +277,11 @@ def confusion_figure(conf: np.ndarray | list, class_names: list[str], path: str 
                     ax.text(j, i, str(conf[i, j]), ha="center", va="center", fontsize=7,
                             color="white" if conf[i, j] > top / 2 else "black")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=True) + "\n")
-    os.replace(tmp, path)
+    write_json(path, obj)
 
 
 def peak_rss_mb() -> float:
@@ -307,7 +301,6 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
         early_stop_info,
         fit,
         resume_checkpoint,
-        torch_device,
         world_size,
     )
 
@@ -353,7 +346,7 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
         state = torch.load(best, map_location="cpu", weights_only=False)
         module.load_state_dict(state["state_dict"])
         best_epoch = int(state.get("epoch", -1))
-    device = torch_device(tr.device) if tr.devices == 1 else torch.device("cpu")
+    device = resolve_device(tr.device) if tr.devices == 1 else torch.device("cpu")
     class_names = list(index.class_names)
     metrics: dict[str, Any] = {}
     calibration: dict[str, float] = {}
@@ -414,13 +407,12 @@ def evaluation_data_config(data: DataConfig, test_folds: list[int] | None) -> Da
 def evaluate_classifier(cfg: EvaluateClassifierRecipe) -> str:
     """``l2i evaluate-classifier CKPT --data_folder D --test_folds 4``: accuracy + confusion."""
     from l2i.data import load_dataset, load_split
-    from l2i.training.common import torch_device
 
     if not cfg.ckpt:
         raise ConfigError("give the classifier checkpoint: l2i evaluate-classifier CKPT ...")
     if not cfg.data_folder:
         raise ConfigError("data_folder is empty: pass --data_folder DATA")
-    device = torch_device(cfg.device)
+    device = resolve_device(cfg.device)
     model, info = load_classifier(cfg.ckpt, device)
     data_cfg = evaluation_data_config(cfg.data, cfg.test_folds)
     out = Path(cfg.output_folder) if cfg.output_folder else Path(cfg.ckpt).parent / "evaluation"

@@ -1,8 +1,7 @@
 """Lightning plumbing shared by every training command (classifier, interpreter).
 
-- :func:`resolve_device` turns ``trainer.device`` (``auto | cpu | cuda | cuda:N | mps``) into
-  Lightning's ``(accelerator, devices)``; :func:`torch_device` into a ``torch.device`` for code
-  that runs outside a Trainer (evaluation, interpretation).
+- devices: ``trainer.device`` goes through the one resolver, :func:`l2i.device.resolve_device`
+  (and :func:`l2i.device.lightning_devices` for the Trainer).
 - :func:`build_trainer` makes a ``lightning.Trainer`` from a :class:`~l2i.config.TrainerConfig`:
   best checkpoint on a monitored metric + ``last.ckpt`` (for ``--trainer.resume``) in
   ``output_folder/checkpoints``, CSV logs in ``output_folder/logs`` (TensorBoard too when asked),
@@ -31,59 +30,11 @@ from typing import Any
 import torch
 
 from l2i.config import TrainerConfig
+from l2i.device import lightning_devices, resolve_device
 from l2i.errors import ConfigError, L2IError
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
-
-
-# --------------------------------------------------------------------------- devices
-def resolve_device(name: str) -> tuple[str, int | list[int]]:
-    """``trainer.device`` -> Lightning ``(accelerator, devices)``.
-
-    ``auto`` picks CUDA, then MPS, then CPU (one device); ``cuda`` is the first GPU (``gpu``,
-    ``1``), ``cuda:N`` exactly GPU ``N`` (``gpu``, ``[N]``); ``cpu`` / ``mps`` one device.
-    Raises ConfigError for an unknown name or a device this machine lacks.
-    """
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "gpu", 1
-        if _mps_available():
-            return "mps", 1
-        return "cpu", 1
-    if name == "cpu":
-        return "cpu", 1
-    if name == "mps":
-        if not _mps_available():
-            raise ConfigError("trainer.device is 'mps' but MPS is not available on this machine; "
-                              "use --trainer.device cpu (or auto)")
-        return "mps", 1
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"trainer.device is {name!r} but CUDA is not available here; "
-                              "use --trainer.device cpu (or auto)")
-        if name == "cuda":
-            return "gpu", 1
-        idx_text = name.split(":", 1)[1]
-        if not idx_text.isdigit() or int(idx_text) >= torch.cuda.device_count():
-            raise ConfigError(f"trainer.device {name!r}: GPU index must be 0.."
-                              f"{torch.cuda.device_count() - 1}")
-        return "gpu", [int(idx_text)]
-    raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
-
-
-def torch_device(name: str) -> torch.device:
-    """``auto | cpu | cuda | cuda:N | mps`` -> a ``torch.device`` (same rules as resolve_device)."""
-    accelerator, devices = resolve_device(name)
-    if accelerator == "gpu":
-        return torch.device(f"cuda:{devices[0]}" if isinstance(devices, list) else "cuda")
-    return torch.device(accelerator)
-
-
-def _mps_available() -> bool:
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps is not None and mps.is_available())
 
 
 # --------------------------------------------------------------------------- trainer
@@ -104,7 +55,7 @@ def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, 
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(trainer_cfg.seed, workers=True, verbose=False)
 
-    accelerator, devices = resolve_device(trainer_cfg.device)
+    accelerator, devices = lightning_devices(resolve_device(trainer_cfg.device))
     if trainer_cfg.devices < 1:
         raise ConfigError(f"trainer.devices must be >= 1, got {trainer_cfg.devices}")
     if trainer_cfg.devices > 1:
@@ -415,7 +366,7 @@ class _cosine_with_warmup:  # noqa: N801 (a picklable lambda)
 configure_optim = configure_optimizers
 resume_path = resume_checkpoint
 
-__all__ = ["resolve_device", "torch_device", "build_trainer", "torchrun_layout", "world_size",
+__all__ = ["build_trainer", "torchrun_layout", "world_size",
            "EpochShuffleSampler", "best_checkpoint_path", "early_stop_info", "fit",
            "TrainingInterrupted", "resume_hint", "discard_run",
            "resume_checkpoint", "configure_optimizers", "configure_optim", "resume_path",

@@ -63,6 +63,7 @@ from l2i.config import (
     save_config,
     to_dict,
 )
+from l2i.device import resolve_device
 from l2i.errors import ConfigError, L2IError
 from l2i.features import features_match, n_frames, stft
 from l2i.interpreter import Interpreter, classifier_threshold, save_interpreter
@@ -635,7 +636,6 @@ def train_interpreter(cfg: L2IRecipe) -> str:
         early_stop_info,
         fit,
         resume_checkpoint,
-        torch_device,
         world_size,
     )
 
@@ -665,7 +665,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     noisy = bool(augment.noise_folder) and augment.noise_prob > 0
     use_cache = bool(cfg.cache_maps)
     cache_root = out / "cache"
-    device = torch_device(trainer_cfg.device)
+    device = resolve_device(trainer_cfg.device)
     from l2i.rerun import file_digest
 
     clf_digest = file_digest(cfg.classifier_ckpt) if cfg.classifier_ckpt else ""
@@ -733,7 +733,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     best = best_checkpoint_path(trainer) or str(out / "checkpoints" / "last.ckpt")
     state = _load_lightning_ckpt(best)
     module.load_state_dict(state["state_dict"])
-    eval_device = torch_device(trainer_cfg.device)
+    eval_device = resolve_device(trainer_cfg.device)
     metrics: dict[str, Any] = {}
     for split in ("valid", "test"):
         loader = make_loader(datasets[split], bs, False, 0)

@@ -37,6 +37,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from l2i.config import L2IRecipe, LMACConfig, save_config, to_dict
+from l2i.device import resolve_device
 from l2i.errors import ConfigError, L2IError
 from l2i.explainers.base import reclassify
 from l2i.explainers.lmac import FINAL, lmac_record, save_lmac
@@ -225,7 +226,6 @@ def train_lmac(cfg: L2IRecipe) -> str:
         best_checkpoint_path,
         build_trainer,
         resume_checkpoint,
-        torch_device,
     )
     from l2i.training.interpreter import _load_lightning_ckpt, make_loader
 
@@ -238,7 +238,7 @@ def train_lmac(cfg: L2IRecipe) -> str:
     save_config(cfg, out / "config.yaml")
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     decoder = build_decoder(classifier, info.features.n_freq, cfg.lmac)
-    device = torch_device(cfg.trainer.device)
+    device = resolve_device(cfg.trainer.device)
     bs = cfg.trainer.batch_size
     t_cache = time.time()
     splits = {}

@@ -14,7 +14,6 @@ to unseen clips (the interpreter reconstructs clips it was not learnt on).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -27,7 +26,7 @@ import torch
 from l2i.config import FeaturesConfig, NMFRecipe, save_config
 from l2i.errors import L2IError
 from l2i.features import log1p_magnitude, n_frames, stft
-from l2i.fileio import atomic_path, write_text
+from l2i.fileio import new_npy, save_figure, write_json
 from l2i.nmf import (
     NMFResult,
     dictionary_features_source,
@@ -49,15 +48,20 @@ def spectrogram_frames(wavs: np.ndarray | list[np.ndarray], features: FeaturesCo
     With ``out_path`` the frames go to a ``.npy`` on disk and a read-only memmap of it is
     returned, so host memory stays bounded (the mini-batch solver streams from it).
     """
-    lengths = [len(w) for w in wavs]
-    total = sum(n_frames(n, features) for n in lengths)
-    if out_path is not None:
-        out_path = Path(out_path)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32,
-                                        shape=(total, features.n_freq))
-    else:
-        out = np.empty((total, features.n_freq), np.float32)
+    total = sum(n_frames(len(w), features) for w in wavs)
+    shape = (total, features.n_freq)
+    if out_path is None:
+        out = np.empty(shape, np.float32)
+        _fill_frames(out, wavs, features, device, batch)
+        return out
+    with new_npy(out_path, shape, np.float32) as out:
+        _fill_frames(out, wavs, features, device, batch)
+    return np.load(out_path, mmap_mode="r")
+
+
+def _fill_frames(out: np.ndarray, wavs: np.ndarray | list[np.ndarray], features: FeaturesConfig,
+                 device: torch.device | str, batch: int) -> None:
+    """Write the log1p|STFT| frames of ``wavs`` into ``out (sum_i T_i, F)``, in order."""
     if isinstance(wavs, np.ndarray) and wavs.ndim == 2:
         groups = [wavs[i:i + batch] for i in range(0, len(wavs), batch)]
     else:
@@ -69,11 +73,6 @@ def spectrogram_frames(wavs: np.ndarray | list[np.ndarray], features: FeaturesCo
         flat = mag.reshape(-1, mag.shape[-1]).cpu().numpy()  # (B * T, F)
         out[row:row + len(flat)] = flat
         row += len(flat)
-    if out_path is not None:
-        out.flush()
-        del out
-        return np.load(out_path, mmap_mode="r")
-    return out
 
 
 def subsample(frames: np.ndarray, max_frames: int | None, seed: int) -> np.ndarray:
@@ -92,7 +91,7 @@ def train_nmf(cfg: NMFRecipe) -> str:
     interpreters trained on it would no longer match).
     """
     from l2i.data import load_dataset, load_split, with_absolute_data_folder
-    from l2i.training.common import torch_device
+    from l2i.device import resolve_device
 
     out = Path(cfg.output_folder)
     target = out / "nmf.pt"
@@ -104,7 +103,7 @@ def train_nmf(cfg: NMFRecipe) -> str:
         raise L2IError("train-nmf needs --data_folder (the dataset whose training frames the "
                        "dictionary is learnt on)")
     cfg = with_absolute_data_folder(cfg)  # config.yaml and nmf.json name it from anywhere
-    device = torch_device(cfg.nmf.device)
+    device = resolve_device(cfg.nmf.device)
     imported = _import_dictionary(cfg) if cfg.init else None  # fails before any audio is read
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -218,12 +217,7 @@ def atoms_figure(path: str | os.PathLike, W: torch.Tensor, features: FeaturesCon
         ax.text(0.5, 0.5, "imported dictionary\n(no training curve)", ha="center",
                 va="center", transform=ax.transAxes)
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _num(x: float | None) -> float | None:
@@ -231,4 +225,4 @@ def _num(x: float | None) -> float | None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    write_text(path, json.dumps(data, indent=2))
+    write_json(path, data)
