@@ -197,3 +197,21 @@ def test_report_overview_lists_clean_evaluation_first(tmp_path):
     overview = page.split("<h2>Overview</h2>", 1)[1].split("</table>", 1)[0]
     assert overview.index("z_clean") < overview.index("mixtures")
     assert page.index("Evaluation <code>z_clean</code>") < page.index("Evaluation <code>eval")
+
+
+def test_report_escapes_every_value_from_the_run_folder(tmp_path):
+    """Texts read from json files (class names, paths, explainer names) are HTML-escaped."""
+    root = _fake_run(tmp_path / "run")
+    ev = root / "eval"
+    data = json.loads((ev / "metrics.json").read_text())
+    data["settings"]["class_names"] = ["<script>alert(1)</script>", "a'b", 'c"d']
+    data["explainers"] = {"<img src=x onerror=alert(2)>": {"AI": 1.0}}
+    (ev / "metrics.json").write_text(json.dumps(data))
+    info = json.loads((ev / "examples" / "4-100-A-0.json").read_text())
+    info["file"] = "x' onmouseover='alert(3)"
+    (ev / "examples" / "4-100-A-0.json").write_text(json.dumps(info))
+    page = Path(write_report(ReportRecipe(run_folder=str(root)))).read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(2)&gt;" in page
+    assert "x' onmouseover" not in page and "x&#39; onmouseover=&#39;alert(3)" in page
+    assert page.count("<script>") == 1  # only the page's own loader script

@@ -13,21 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from l2i.fileio import write_text
+from l2i.templating import render
 
 TOP_CLASSES = 5
-
-
-def _env() -> Any:
-    import jinja2
-
-    env = jinja2.Environment(loader=jinja2.PackageLoader("l2i", "templates"),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]),
-                             undefined=jinja2.StrictUndefined)
-    env.filters["url"] = lambda p: quote(str(p))
-    return env
 
 
 def top_rows(info: dict[str, Any], n: int = TOP_CLASSES) -> list[dict[str, Any]]:
@@ -45,10 +35,10 @@ def write_index(out: Path, entries: list[dict[str, Any]], class_names: list[str]
     for entry in entries:
         for e in entry.get("explanations", []):
             e["top"] = top_rows(e)
-    html = _env().get_template("interpret.html.j2").render(
-        title=title, entries=entries, n_classes=len(class_names),
-        n_warnings=sum(len(e.get("warnings", [])) for entry in entries
-                       for e in entry.get("explanations", [entry])))
+    n_warnings = sum(len(e.get("warnings", [])) for entry in entries
+                     for e in entry.get("explanations", [entry]))
+    html = render("interpret.html.j2", title=title, entries=entries,
+                  n_classes=len(class_names), n_warnings=n_warnings)
     return write_text(Path(out) / "index.html", html)
 
 
