@@ -111,3 +111,11 @@ def test_probe_map_bins_reads_the_classifier_maps():
                 "a": torch.nn.functional.avg_pool2d(x, 2), "b": x[..., :7]}
 
     assert probe_map_bins(Toy(), 40) == {"a": 20, "b": 7}
+
+
+def test_psi_takes_a_typed_config():
+    from types import SimpleNamespace
+
+    with pytest.raises(TypeError, match="PsiConfig"):
+        Psi(CHANNELS, 4, SimpleNamespace(maps=[], hidden=8, n_layers=1, kernel_size=3,
+                                         dropout=0.0))

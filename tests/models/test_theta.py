@@ -59,3 +59,11 @@ def test_normalized_logits_ignore_the_scale_of_H_but_keep_relevance():
     r = w[0] * z[0] / (w[0] * z[0]).abs().max()  # relevance from z is the same from z_used
     r_used = w[0] * z_used[0] / (w[0] * z_used[0]).abs().max()
     assert torch.allclose(r, r_used, atol=1e-5)
+
+
+def test_theta_takes_a_typed_config_whose_defaults_it_uses():
+    from types import SimpleNamespace
+
+    assert Theta(3, 2, ThetaConfig()).normalize is ThetaConfig().normalize is True
+    with pytest.raises(TypeError, match="ThetaConfig"):
+        Theta(3, 2, SimpleNamespace(pooling="mean", hidden=4))

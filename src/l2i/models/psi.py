@@ -19,17 +19,18 @@ With ``time_resolution: maps`` steps 2-4 run at the finest map's frame rate and 
 output channels are interpolated to T (before the ReLU): several times cheaper, smoother H.
 
 Which maps are read and the width are configuration (:class:`l2i.config.PsiConfig`), not code.
-Imports only torch.
+Imports only torch and :mod:`l2i.config`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from l2i.config import PsiConfig
 
 
 def reduce_maps(maps: Mapping[str, Tensor], names: list[str] | None = None,
@@ -93,13 +94,14 @@ class Psi(nn.Module):
         n_components: K, the number of NMF components.
         map_bins: frequency bins ``F_i`` of each map (needed by ``freq_reduce: flatten``;
             :func:`probe_map_bins` measures them).
-        cfg: a :class:`l2i.config.PsiConfig` (or any object with ``maps``, ``hidden``,
-            ``n_layers``, ``kernel_size``, ``dropout`` and optionally ``activation``).
+        cfg: its :class:`l2i.config.PsiConfig`; the dataclass holds the only defaults.
     """
 
-    def __init__(self, map_channels: Mapping[str, int], n_components: int, cfg: Any,
+    def __init__(self, map_channels: Mapping[str, int], n_components: int, cfg: PsiConfig,
                  map_bins: Mapping[str, int] | None = None) -> None:
         super().__init__()
+        if not isinstance(cfg, PsiConfig):
+            raise TypeError(f"Psi takes a PsiConfig, got {type(cfg).__name__}")
         names = list(cfg.maps) if cfg.maps else list(map_channels)
         unknown = [n for n in names if n not in map_channels]
         if unknown:
@@ -113,9 +115,9 @@ class Psi(nn.Module):
         self.map_names = names
         self.map_channels = {n: int(map_channels[n]) for n in names}
         self.n_components = int(n_components)
-        self.activation = getattr(cfg, "activation", "relu")
-        self.time_resolution = getattr(cfg, "time_resolution", "output")
-        self.freq_reduce = getattr(cfg, "freq_reduce", "meanmax")
+        self.activation = cfg.activation
+        self.time_resolution = cfg.time_resolution
+        self.freq_reduce = cfg.freq_reduce
         if self.freq_reduce == "flatten":
             missing = [n for n in names if not map_bins or n not in map_bins]
             if missing:

@@ -16,10 +16,10 @@ The linear layer's weight ``(C, K)`` gives the relevance of each component for e
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
+
+from l2i.config import ThetaConfig
 
 
 class Theta(nn.Module):
@@ -28,16 +28,19 @@ class Theta(nn.Module):
     Args:
         n_components: K.
         n_classes: C.
-        cfg: a :class:`l2i.config.ThetaConfig` (``pooling``, ``hidden``).
+        cfg: its :class:`l2i.config.ThetaConfig` (``pooling``, ``hidden``, ``normalize``); the
+            dataclass holds the only defaults.
     """
 
-    def __init__(self, n_components: int, n_classes: int, cfg: Any) -> None:
+    def __init__(self, n_components: int, n_classes: int, cfg: ThetaConfig) -> None:
         super().__init__()
+        if not isinstance(cfg, ThetaConfig):
+            raise TypeError(f"Theta takes a ThetaConfig, got {type(cfg).__name__}")
         self.config = cfg
         self.n_components = int(n_components)
         self.n_classes = int(n_classes)
         self.pooling = cfg.pooling
-        self.normalize = bool(getattr(cfg, "normalize", False))
+        self.normalize = bool(cfg.normalize)
         self.scorer: nn.Module | None = None
         if self.pooling == "attention":
             self.scorer = nn.Sequential(
@@ -66,8 +69,8 @@ class Theta(nn.Module):
     def classify(self, z: Tensor) -> Tensor:
         """``z (B, K)`` -> logits ``(B, C)``.
 
-        With ``normalize`` (default), ``z`` is divided by its mean over components per clip
-        before the linear layer: a positive per-clip factor, so the relevance
+        With ``normalize`` (``ThetaConfig``'s default), ``z`` is divided by its mean over
+        components per clip before the linear layer: a positive per-clip factor, so the relevance
         ``w_ck z_k / max_j |w_cj z_j|`` is unchanged, while the logits no longer depend on the
         overall scale of H (which the sparsity term keeps small) and train much faster.
         """
