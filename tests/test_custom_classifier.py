@@ -251,7 +251,7 @@ def test_multilabel_fidelity_and_per_class_explanations(tiny_dataset, tiny_featu
     from l2i.interpret import choose_targets
     ex = Explainer(interp)
     x = load_audio(clip, 8000, duration_s=None)
-    probs = ex.explain(x, 8000).classifier_probs
+    probs = ex.explain(x, 8000)[0].classifier_probs
     assert np.all((probs >= 0) & (probs <= 1)) and probs.sum() > 1.0  # sigmoids, not softmax
     on = choose_targets("multilabel", probs, InterpretRecipe(), threshold=0.5)
     assert on == [i for i in np.argsort(-probs) if probs[i] > 0.5] or on == [probs.argmax()]

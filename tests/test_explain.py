@@ -20,6 +20,8 @@ from l2i.config import (
 from l2i.errors import ConfigError, DataError, L2IError
 from l2i.explain import (
     Explainer,
+    Explanation,
+    Explanations,
     audio_files,
     explanation_magnitude,
     interpret_files,
@@ -144,7 +146,7 @@ def test_explainer_single_clip_consistent_with_pure_functions(tiny_ckpt):
     assert ex.relevance_th == pytest.approx(0.2) and ex.sample_rate == 8000
     assert ex.normalize == "peak"  # nothing recorded: the recipes' default
     x = peak_normalize(_tone(8000, 1.5))  # as explain normalises it
-    e = ex.explain(x, 8000)
+    e = ex.explain(x, 8000)[0]
     T = feats.n_frames(len(x), FEATS)
     assert e.audio.shape == x.shape and e.sample_rate == 8000
     assert e.mask.shape == (T, FEATS.n_freq) == e.input_magnitude.shape
@@ -171,13 +173,13 @@ def test_explainer_single_clip_consistent_with_pure_functions(tiny_ckpt):
 
 def test_explainer_all_or_no_components(tiny_ckpt):
     x = peak_normalize(_tone(8000, 1.0))
-    everything = Explainer.load(tiny_ckpt, relevance_th=-2.0).explain(x, 8000)
+    everything = Explainer.load(tiny_ckpt, relevance_th=-2.0).explain(x, 8000)[0]
     assert len(everything.selected) == K
     # every component selected: M = W H / (W H + eps) ~ 1, the explanation is the input
     assert np.abs(everything.audio - x).max() < 1e-3
-    nothing = Explainer.load(tiny_ckpt, relevance_th=1.0).explain(x, 8000)
+    nothing = Explainer.load(tiny_ckpt, relevance_th=1.0).explain(x, 8000)[0]
     assert nothing.selected == [] and not nothing.mask.any() and not nothing.audio.any()
-    one = Explainer.load(tiny_ckpt, top_k=1).explain(x, 8000)
+    one = Explainer.load(tiny_ckpt, top_k=1).explain(x, 8000)[0]
     assert one.selected == [int(np.argmax(one.relevance))] and one.top_k == 1
 
 
@@ -185,24 +187,42 @@ def test_explainer_batch_targets_resampling_and_lengths(tiny_ckpt):
     ex = Explainer.load(tiny_ckpt)
     batch = np.stack([_tone(22050, 2.0, 300, 1), _tone(22050, 2.0, 1200, 2)])
     out = ex.explain(torch.from_numpy(batch), 22050, target="rain", batch=True)
-    assert isinstance(out, list) and len(out) == 2
+    assert isinstance(out, Explanations) and len(out) == 2
     assert all(e.target == 1 and e.target_name == "rain" for e in out)
     assert out[0].audio.shape == (16000,)  # resampled to 8 kHz
-    assert ex.explain(batch[0], 22050, target=2).target == 2
+    assert ex.explain(batch[0], 22050, target=2)[0].target == 2
     assert [e.target for e in ex.explain(batch, 22050, target=["siren", 0], batch=True)] == [2, 0]
     with pytest.raises(ConfigError, match="2 clips"):
         ex.explain(batch, 22050, target=[1], batch=True)
-    assert ex.explain(batch[0], 22050, target="0").target == 0
-    short = ex.explain(_tone(8000, 0.05), 8000)  # padded for the classifier, cropped back
+    assert ex.explain(batch[0], 22050, target="0")[0].target == 0
+    short = ex.explain(_tone(8000, 0.05), 8000)[0]  # padded for the classifier, cropped back
     assert short.audio.shape == (400,) and short.mask.shape[0] == feats.n_frames(400, FEATS)
     with pytest.raises(ConfigError, match="not one of"):
-        ex.explain(batch[0], 22050, target="cat")
+        ex.explain(batch[0], 22050, target="cat")[0]
     with pytest.raises(ConfigError, match="out of range"):
-        ex.explain(batch[0], 22050, target=3)
+        ex.explain(batch[0], 22050, target=3)[0]
     with pytest.raises(DataError):
-        ex.explain(np.zeros((2, 3, 4), np.float32), 8000)
+        ex.explain(np.zeros((2, 3, 4), np.float32), 8000)[0]
     with pytest.raises(DataError, match="NaN"):
-        ex.explain(np.full(800, np.nan, np.float32), 8000)
+        ex.explain(np.full(800, np.nan, np.float32), 8000)[0]
+
+
+def test_explain_always_returns_a_batch_object(tiny_ckpt):
+    """One clip or many: an Explanations, indexable, iterable, sliceable, with the tensors."""
+    ex = Explainer.load(tiny_ckpt)
+    one = ex.explain(_tone(8000, 1.0, 700), 8000)
+    assert isinstance(one, Explanations) and len(one) == 1
+    assert isinstance(one[0], Explanation) and list(one) == [one[0]]
+    assert one.targets == [one[0].target] and one.predicted == [one[0].predicted]
+    assert one.target_names == [CLASSES[one[0].target]]
+    assert one.tensors.mask.shape[0] == 1 and one.summaries()[0] == one[0].summary()
+    many = ex.explain(np.stack([_tone(8000, 1.0, 300), _tone(8000, 1.0, 1500)]), 8000,
+                      target=[0, 2], batch=True)
+    assert len(many) == 2 and many.targets == [0, 2] and many[-1].target == 2
+    part = many[1:]
+    assert isinstance(part, Explanations) and part.targets == [2]
+    np.testing.assert_allclose(many[0].mask, many.tensors.mask[0, :many[0].mask.shape[0]].numpy(),
+                               atol=1e-6)
 
 
 def test_explain_batch_on_magnitudes(tiny_ckpt):
@@ -268,26 +288,26 @@ def test_explain_soundfile_stereo_is_one_clip_not_n_clips(tiny_ckpt, tmp_path):
     path = _stereo_file(tmp_path / "stereo.wav")
     wav, sr = sf.read(path)  # (N, 2) float64, what docs/method.md tells users to do
     assert wav.shape[1] == 2
-    e = ex.explain(wav, sr)
+    e = ex.explain(wav, sr)[0]
     assert not isinstance(e, list) and e.audio.shape == (int(round(wav.shape[0] * 8000 / sr)),)
-    mono = ex.explain(wav.astype(np.float32).mean(axis=1), sr)  # the documented downmix
+    mono = ex.explain(wav.astype(np.float32).mean(axis=1), sr)[0]  # the documented downmix
     np.testing.assert_allclose(e.mask, mono.mask, atol=1e-6)
     np.testing.assert_allclose(e.relevance, mono.relevance, atol=1e-6)
     # torchaudio's (channels, S) and int16 PCM (scaled by 1/32768) are the same clip
-    chan_first = ex.explain(torch.from_numpy(wav.T.copy()), sr)
+    chan_first = ex.explain(torch.from_numpy(wav.T.copy()), sr)[0]
     np.testing.assert_allclose(chan_first.mask, e.mask, atol=1e-6)
     pcm, _ = sf.read(path, dtype="int16")
-    np.testing.assert_allclose(ex.explain(pcm, sr).mask, e.mask, atol=1e-5)
+    np.testing.assert_allclose(ex.explain(pcm, sr)[0].mask, e.mask, atol=1e-5)
     pcm32, _ = sf.read(path, dtype="int32")
-    np.testing.assert_allclose(ex.explain(pcm32, sr).mask, e.mask, atol=1e-5)
+    np.testing.assert_allclose(ex.explain(pcm32, sr)[0].mask, e.mask, atol=1e-5)
 
 
 def test_explain_refuses_ambiguous_shapes_naming_them(tiny_ckpt):
     ex = Explainer.load(tiny_ckpt)
     with pytest.raises(L2IError, match=r"\(9, 800\) is ambiguous"):
-        ex.explain(np.zeros((9, 800), np.float32), 8000)  # 9 clips? pass batch=True
+        ex.explain(np.zeros((9, 800), np.float32), 8000)[0]  # 9 clips? pass batch=True
     with pytest.raises(L2IError, match=r"\(3, 3\) is ambiguous"):
-        ex.explain(np.zeros((3, 3), np.float32), 8000)
+        ex.explain(np.zeros((3, 3), np.float32), 8000)[0]
     assert len(ex.explain(np.zeros((9, 800), np.float32), 8000, batch=True)) == 9
 
 
@@ -309,16 +329,16 @@ def test_explain_size_guard_refuses_before_allocating(tiny_ckpt):
     long = np.zeros(8000 * 600, np.float32)  # 10 min at 8 kHz
     assert ex.memory_estimate_mb(1, long.size, 8000) > 64
     with pytest.raises(L2IError, match="max_memory_mb"):
-        ex.explain(long, 8000)
+        ex.explain(long, 8000)[0]
     ex.max_memory_mb = None  # no limit
-    assert ex.explain(long[:16000], 8000).audio.shape == (16000,)
+    assert ex.explain(long[:16000], 8000)[0].audio.shape == (16000,)
 
 
 # --------------------------------------------------------------------------- normalisation
 def test_quiet_clip_is_explained_like_the_loud_one(tiny_ckpt):
     ex = Explainer.load(tiny_ckpt)
     x = _tone(8000, 1.5, 700)
-    loud, quiet = ex.explain(x, 8000), ex.explain(x / 100, 8000)
+    loud, quiet = ex.explain(x, 8000)[0], ex.explain(x / 100, 8000)[0]
     assert quiet.predicted == loud.predicted
     np.testing.assert_allclose(quiet.relevance, loud.relevance, atol=1e-4)
     np.testing.assert_allclose(quiet.mask, loud.mask, atol=1e-4)
@@ -336,26 +356,26 @@ def test_normalisation_comes_from_the_checkpoint(tmp_path):
     interp.classifier_record["normalize"] = "none"
     ex = Explainer(interp)
     x = _tone(8000, 1.0)
-    everything = Explainer(interp, relevance_th=-2.0).explain(x / 10, 8000)
+    everything = Explainer(interp, relevance_th=-2.0).explain(x / 10, 8000)[0]
     assert ex.normalize == "none" and np.abs(everything.audio - x / 10).max() < 1e-3
     with pytest.raises(ConfigError, match="normalize"):
         Explainer(interp, normalize="rms")
 
 
 def test_cli_and_api_give_the_same_explanation(tiny_ckpt, tmp_path, monkeypatch):
-    import l2i.explain as explain_mod
+    import l2i.interpret as interpret_mod
     from l2i.cli import main
 
     path = _stereo_file(tmp_path / "quiet.wav", amp=0.01)  # quiet: normalisation matters
     seen = []
-    real = explain_mod.write_explanation
-    monkeypatch.setattr(explain_mod, "write_explanation",
+    real = interpret_mod.write_explanation
+    monkeypatch.setattr(interpret_mod, "write_explanation",
                         lambda expl, *a, **k: seen.append(expl) or real(expl, *a, **k))
     assert main(["interpret", str(tiny_ckpt), str(path), "--output_folder",
                  str(tmp_path / "out"), "--device", "cpu"]) == 0
     (cli,) = seen
     wav, sr = sf.read(path)
-    api = Explainer.load(tiny_ckpt).explain(wav, sr)
+    api = Explainer.load(tiny_ckpt).explain(wav, sr)[0]
     assert api.predicted == cli.predicted and api.selected == cli.selected
     np.testing.assert_allclose(api.relevance, cli.relevance, atol=1e-6)
     np.testing.assert_allclose(api.mask, cli.mask, atol=1e-6)

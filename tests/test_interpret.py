@@ -46,7 +46,7 @@ def ckpt(tmp_path_factory):
 @pytest.mark.parametrize("seconds", [1.5, 0.6])  # 0.6 s: padded for the classifier
 def test_component_audio_adds_up_to_the_explanation(seconds):
     ex = Explainer(random_interpreter(FEATS, CLASSES, K), relevance_th=-2.0)  # select all
-    e = ex.explain(_tone(seconds, 700), SR)
+    e = ex.explain(_tone(seconds, 700), SR)[0]
     assert len(e.selected) == K
     total = sum(e.component_audio(k) for k in e.selected)
     assert np.abs(e.audio).max() > 0.1
@@ -54,7 +54,7 @@ def test_component_audio_adds_up_to_the_explanation(seconds):
     masks = sum(e.component_mask(k) for k in e.selected)
     np.testing.assert_allclose(masks, e.mask, atol=1e-5)
     # a partial selection: its components add up to its (partial) explanation
-    e2 = Explainer(ex.interpreter, top_k=2).explain(_tone(seconds, 700), SR)
+    e2 = Explainer(ex.interpreter, top_k=2).explain(_tone(seconds, 700), SR)[0]
     np.testing.assert_allclose(sum(e2.component_audio(k) for k in e2.selected), e2.audio,
                                atol=1e-5)
     assert not np.allclose(e2.audio, e.audio, atol=1e-3)
@@ -226,31 +226,31 @@ def test_each_warning_fires_on_its_case():
     interp = random_interpreter(FEATS, CLASSES, K)
     ex = Explainer(interp)
     x = _tone(1.0, 700)
-    assert "silent_input" in _codes(ex.explain(np.zeros(SR, np.float32), SR))
-    assert "silent_input" not in _codes(ex.explain(x, SR))
+    assert "silent_input" in _codes(ex.explain(np.zeros(SR, np.float32), SR)[0])
+    assert "silent_input" not in _codes(ex.explain(x, SR)[0])
     ex.min_confidence = 0.99  # nothing this model says is that sure
-    assert "low_confidence" in _codes(ex.explain(x, SR))
+    assert "low_confidence" in _codes(ex.explain(x, SR)[0])
     ex.min_confidence = 0.01
-    assert "low_confidence" not in _codes(ex.explain(x, SR))
+    assert "low_confidence" not in _codes(ex.explain(x, SR)[0])
     # calibration stored by the classifier's training wins over the rule
     ex.min_confidence = None
     assert ex.confidence_level == pytest.approx(default_confidence_level(3))
     interp.classifier_record = {**interp.classifier_record,
                                 "metrics": {"valid_max_prob_q05": 0.77}}
     assert ex.confidence_level == pytest.approx(0.77)
-    e = Explainer(interp, relevance_th=1.5).explain(x, SR)  # r <= 1: nothing passes
+    e = Explainer(interp, relevance_th=1.5).explain(x, SR)[0]  # r <= 1: nothing passes
     assert "empty_selection" in _codes(e) and not np.any(e.audio)
     # theta made to prefer another class than the classifier's
-    c = ex.explain(x, SR).predicted
+    c = ex.explain(x, SR)[0].predicted
     with torch.no_grad():
         interp.theta.linear.weight.zero_()
         interp.theta.linear.weight[(c + 1) % 3] = 5.0
-    e = ex.explain(x, SR)
+    e = ex.explain(x, SR)[0]
     assert "theta_disagrees" in _codes(e) and e.predicted == c
     with torch.no_grad():
         interp.theta.linear.weight.zero_()
         interp.theta.linear.weight[c] = 5.0  # now theta agrees
-    assert "theta_disagrees" not in _codes(ex.explain(x, SR))
+    assert "theta_disagrees" not in _codes(ex.explain(x, SR)[0])
 
 
 def test_warnings_reach_the_cli_json_and_page(ckpt, tmp_path, capsys):

@@ -261,7 +261,7 @@ def write_examples(explainers: list[Any], wavs: np.ndarray, clean: np.ndarray | 
             "per_explainer": {n: {k: float(r.columns[k][i]) for k in ("o", "q", "mask_mean")}
                               for n, r in results.items()},
             "p": float(c0["p"][i]), "o": float(c0["o"][i]), "q": float(c0["q"][i])})
-        fileio.write_text(folder / f"{name}.json", json.dumps(json_safe(info), indent=2) + "\n")
+        fileio.write_json(folder / f"{name}.json", json_safe(info))
     return names
 
 
@@ -276,7 +276,7 @@ def _l2i_examples(first: Any, wavs: np.ndarray, folder: Path, names: list[str],
     inner = getattr(first, "explainer", None)
     if inner is None or not hasattr(inner, "explain"):
         return {}
-    from l2i.explain import write_components, write_explanation
+    from l2i.explanation_files import write_components, write_explanation
 
     expls = inner.explain(wavs, inner.sample_rate, batch=True)  # (B, S): a batch of clips
     out = {}
@@ -285,7 +285,7 @@ def _l2i_examples(first: Any, wavs: np.ndarray, folder: Path, names: list[str],
         path = write_explanation(expl, folder, name, source=source)["json"]
         info = json.loads(path.read_text())
         info["components"] = write_components(expl, folder, name)  # k{K}.wav each, they sum up
-        fileio.write_text(path, json.dumps(json_safe(info), indent=2) + "\n")
+        fileio.write_json(path, json_safe(info))
         out[name] = path
     return out
 

@@ -27,11 +27,10 @@ and window by window for long recordings :meth:`Explainer.explain_long`, :mod:`l
 
 from __future__ import annotations
 
-import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -268,6 +267,47 @@ class BatchExplanation:
     mask: Tensor
 
 
+class Explanations(Sequence):
+    """What :meth:`Explainer.explain` returns, for one clip or many: a sequence of
+    :class:`Explanation` (``len(e)``, ``e[i]``, iteration; a slice is an ``Explanations``).
+
+    ``tensors`` is the :class:`BatchExplanation` of the forward pass (batched tensors, for
+    evaluation code). ``targets`` / ``target_names`` / ``predicted`` list the clips' values;
+    :meth:`summaries` their JSON-ready facts.
+    """
+
+    def __init__(self, items: Sequence[Explanation], tensors: BatchExplanation | None = None
+                 ) -> None:
+        self.items = list(items)
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return Explanations(self.items[i])
+        return self.items[i]
+
+    def __repr__(self) -> str:
+        return f"Explanations({len(self)} clip(s): {self.target_names})"
+
+    @property
+    def targets(self) -> list[int]:
+        return [e.target for e in self.items]
+
+    @property
+    def target_names(self) -> list[str]:
+        return [e.target_name for e in self.items]
+
+    @property
+    def predicted(self) -> list[int]:
+        return [e.predicted for e in self.items]
+
+    def summaries(self) -> list[dict[str, Any]]:
+        return [e.summary() for e in self.items]
+
+
 # --------------------------------------------------------------------------- warnings
 SILENCE_PEAK = 1e-4  # an input whose peak is below this (-80 dBFS) is called silent
 CONFIDENCE_KEY = "valid_max_prob_q05"  # classifier metric: 5th percentile of the max probability
@@ -329,27 +369,11 @@ def explanation_warnings(expl: Explanation, confidence_level: float) -> list[dic
 
 
 # --------------------------------------------------------------------------- explainer
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"device {device!r} is not a valid torch device: use auto, cpu, "
-                          "cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available: use "
-                          "--device cpu (or auto)")
-    return dev
-
-
 class Explainer:
     """Explanations from a trained interpreter, captum-style.
 
     >>> explainer = Explainer.load("runs/l2i/l2i.ckpt")
-    >>> e = explainer.explain(waveform, sample_rate=44100)  # -> Explanation
+    >>> e = explainer.explain(waveform, sample_rate=44100)[0]  # explain -> Explanations
     >>> e.audio, e.mask, e.relevance, e.selected
 
     ``relevance_th`` / ``top_k`` default to the checkpoint's ``loss.relevance_th`` (0.2 in the
@@ -381,9 +405,10 @@ class Explainer:
              relevance_th: float | None = None, top_k: int | None = None,
              max_memory_mb: float | None = DEFAULT_MAX_MEMORY_MB) -> Explainer:
         """Load an ``l2i.ckpt`` (``l2i.interpreter.load_interpreter``) onto ``device``."""
+        from l2i.device import resolve_device
         from l2i.interpreter import load_interpreter
 
-        interp = load_interpreter(ckpt, _resolve_device(device))
+        interp = load_interpreter(ckpt, resolve_device(device))
         return cls(interp, relevance_th=relevance_th, top_k=top_k, max_memory_mb=max_memory_mb)
 
     # ---- model facts
@@ -523,8 +548,9 @@ class Explainer:
 
     @torch.no_grad()
     def explain(self, waveform: Any, sample_rate: int, target: Any = None,
-                batch: bool = False) -> Explanation | list[Explanation]:
-        """Explain one clip, or a batch of clips with ``batch=True``.
+                batch: bool = False) -> Explanations:
+        """Explain one clip, or a batch of clips with ``batch=True``; always returns an
+        :class:`Explanations` (``e[0]`` is the first clip's :class:`Explanation`).
 
         ``waveform``: numpy or torch, in any layout :func:`l2i.audio.as_clips` accepts: one clip
         ``(S,)``; one multi-channel clip ``(S, channels)`` (``soundfile.read``) or
@@ -547,8 +573,6 @@ class Explainer:
         mask, activations and audio are cropped back to the input's frames. An input whose
         explanation would need more than ``max_memory_mb`` is refused before anything large
         is allocated (:meth:`memory_estimate_mb`).
-
-        Returns one :class:`Explanation`, or a list of them with ``batch=True``.
         """
         from l2i.audio import as_clips, normalize_audio, resample
 
@@ -574,13 +598,9 @@ class Explainer:
         spec_in = spec[:, :t_in]  # (B, t_in, F)
         audio = feats.istft(b.mask[:, :t_in].to(spec.device) * spec_in, self.features,
                             length=n)  # (B, N)
-        out = [self._one(b, i, audio[i], mag[i], t_in) for i in range(mag.shape[0])]
         level = self.confidence_level
-        for i, e in enumerate(out):
-            e.phase = feats.phase(spec_in[i]).float().cpu().numpy()  # (t_in, F)
-            e.input_peak = float(peaks[i])
-            e.warnings = explanation_warnings(e, level)
-        return out if batch else out[0]
+        return Explanations([self._one(b, i, audio[i], mag[i], t_in, spec_in[i], float(peaks[i]),
+                                       level) for i in range(mag.shape[0])], tensors=b)
 
     # ---- long recordings
     def window_hop(self, window_s: float | None, hop_s: float | None) -> tuple[int, int]:
@@ -621,7 +641,7 @@ class Explainer:
         bar = tqdm(total=n_windows(n_samples, win, hop) if n_samples else None, unit="window",
                    disable=not progress, desc="explaining", leave=False)
         for start, x in iter_windows(blocks, win, hop):
-            e = self.explain(x, sr, target=tgt)
+            e = self.explain(x, sr, target=tgt)[0]
             gain = float(np.abs(x).max(initial=0.0)) + PEAK_EPS if self.normalize == "peak" else 1.0
             ola.add(start, e.audio * gain)
             timeline.append(start / sr, (start + x.shape[0]) / sr, e)
@@ -677,13 +697,15 @@ class Explainer:
             raise ConfigError("explain: a per-clip target list cannot hold None")
         return torch.tensor([self.resolve_target(t) for t in seq])
 
-    def _one(self, b: BatchExplanation, i: int, audio: Tensor, mag: Tensor,
-             n_frames: int) -> Explanation:
+    def _one(self, b: BatchExplanation, i: int, audio: Tensor, mag: Tensor, n_frames: int,
+             spec: Tensor, peak: float, confidence_level: float) -> Explanation:
+        """Clip ``i`` of a batch as an :class:`Explanation` (numpy, its own ``n_frames``);
+        ``spec (n_frames, F)`` its complex STFT, ``peak`` its peak before normalisation."""
         names = self.class_names
         t = int(b.target[i])
         sel = b.selected[i]
         order = b.relevance[i][sel].argsort(descending=True)
-        return Explanation(
+        e = Explanation(
             audio=audio.float().cpu().numpy(), sample_rate=self.sample_rate,
             mask=b.mask[i, :n_frames].float().cpu().numpy(),
             relevance=b.relevance[i].float().cpu().numpy(),
@@ -695,7 +717,10 @@ class Explainer:
             input_magnitude=mag[:n_frames].float().cpu().numpy(),
             class_names=names, hop_length=self.features.hop_length,
             relevance_th=None if self.top_k else self.relevance_th, top_k=self.top_k,
-            atoms=self.interpreter.W.float().cpu().numpy(), features=self.features)
+            atoms=self.interpreter.W.float().cpu().numpy(), features=self.features,
+            phase=feats.phase(spec).float().cpu().numpy(), input_peak=peak)  # phase (T, F)
+        e.warnings = explanation_warnings(e, confidence_level)
+        return e
 
 
 def checkpoint_normalize(interpreter: Any) -> str:
@@ -731,62 +756,23 @@ def _checkpoint_relevance_th(interpreter: Any) -> float:
     return DEFAULT_RELEVANCE_TH
 
 
-# --------------------------------------------------------------------------- l2i interpret
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder, then rename (normal umask permissions)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_components(expl: Explanation, out_dir: Path, name: str) -> list[dict[str, Any]]:
-    """``NAME.components/k{K}.wav`` for each selected component (its audio alone, see
-    :meth:`Explanation.component_audio`); returns ``[{"k", "relevance", "wav"}]`` (``wav``
-    relative to ``out_dir``)."""
-    from l2i.audio import write_wav
-
-    folder = out_dir / f"{name}.components"
-    comps = []
-    for k in expl.selected:
-        wav = write_wav(folder / f"k{k}.wav", expl.component_audio(k), expl.sample_rate)
-        comps.append({"k": int(k), "relevance": float(expl.relevance[k]),
-                      "wav": wav.relative_to(out_dir).as_posix()})
-    return comps
-
-
-def write_explanation(expl: Explanation, out_dir: Path, name: str,
-                      source: str | None = None) -> dict[str, Path]:
-    """``NAME.explanation.wav``, ``NAME.png`` and ``NAME.json`` for one explanation."""
-    from l2i.audio import write_wav
-    from l2i.figures import explanation_figure
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    wav = write_wav(out_dir / f"{name}.explanation.wav", expl.audio, expl.sample_rate)
-    png = explanation_figure(expl, out_dir / f"{name}.png",
-                             title=f"{name}: explaining '{expl.target_name}'")
-    info = {"file": source, **expl.summary(), "explanation_wav": wav.name, "figure": png.name}
-    js = out_dir / f"{name}.json"
-    _atomic_write_text(js, json.dumps(info, indent=2, allow_nan=True) + "\n")
-    return {"wav": wav, "png": png, "json": js}
-
-
-_MOVED = {"interpret_files", "audio_files"}  # the l2i interpret command: l2i.interpret
+# names that moved to the command side and still import from here (backward compatibility)
+_MOVED = {"interpret_files": "l2i.interpret", "audio_files": "l2i.interpret",
+          "write_explanation": "l2i.explanation_files",
+          "write_components": "l2i.explanation_files"}
 
 
 def __getattr__(name: str) -> Any:
-    """``l2i.explain.interpret_files`` / ``audio_files`` still import (now in l2i.interpret)."""
+    """``l2i.explain.interpret_files`` / ``audio_files`` (now in :mod:`l2i.interpret`) and
+    ``write_explanation`` / ``write_components`` (now in :mod:`l2i.explanation_files`) still
+    import."""
     if name in _MOVED:
-        from l2i import interpret
+        import importlib
 
-        return getattr(interpret, name)
+        return getattr(importlib.import_module(_MOVED[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["relevance", "select_components", "ratio_mask", "explanation_magnitude", "to_audio",
-           "Explanation", "BatchExplanation", "Explainer", "checkpoint_normalize",
-           "explanation_warnings", "default_confidence_level", "max_prob_quantile",
-           "write_explanation", "write_components"]
+           "Explanation", "Explanations", "BatchExplanation", "Explainer", "checkpoint_normalize",
+           "explanation_warnings", "default_confidence_level", "max_prob_quantile"]

@@ -22,8 +22,6 @@ recorded in the json and the page. The library (math, :class:`l2i.explain.Explai
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -37,7 +35,8 @@ import numpy as np
 from l2i import explain as E
 from l2i.config import InterpretRecipe, save_config
 from l2i.errors import ConfigError, DataError, L2IError
-from l2i.fileio import atomic_path, write_text
+from l2i.explanation_files import write_components, write_explanation
+from l2i.fileio import wav_writer, write_csv, write_json
 from l2i.interpreter import classifier_threshold
 
 STREAMS = ("auto", "always", "never")
@@ -132,7 +131,7 @@ def explain_clip(explainer: E.Explainer, x: np.ndarray, sr: int, source: Path, s
     from l2i.audio import normalize_audio, resample, write_wav
     from l2i.interpret_figures import components_figure
 
-    first = explainer.explain(x, sr, target=None if isinstance(spec, str) else spec[0])
+    first = explainer.explain(x, sr, target=None if isinstance(spec, str) else spec[0])[0]
     targets = choose_targets(spec, first.classifier_probs, cfg,
                              classifier_threshold(explainer.interpreter.classifier))
     several = isinstance(spec, str) or len(targets) > 1
@@ -141,18 +140,19 @@ def explain_clip(explainer: E.Explainer, x: np.ndarray, sr: int, source: Path, s
     entry = {"name": stem, "source": str(source), "kind": "clip", "input_wav": input_wav.name,
              "explanations": []}
     for t in targets:
-        expl = first if t is None or t == first.target else explainer.explain(x, sr, target=t)
+        expl = (first if t is None or t == first.target
+                else explainer.explain(x, sr, target=t)[0])
         name = f"{stem}.{_safe(expl.target_name)}" if several else stem
-        paths = E.write_explanation(expl, out, name, source=str(source))
+        paths = write_explanation(expl, out, name, source=str(source))
         info = json.loads(paths["json"].read_text())
         comps, comp_png = [], None
         if cfg.components:
-            comps = E.write_components(expl, out, name)
+            comps = write_components(expl, out, name)
             comp_png = components_figure(expl, out / f"{name}.components.png",
                                          title=f"{name}: components of '{expl.target_name}'")
         info.update(components=comps, input_wav=input_wav.name,
                     components_figure=comp_png.name if comp_png else None)
-        write_text(paths["json"], json.dumps(info, indent=2, allow_nan=True) + "\n")
+        write_json(paths["json"], info)
         _warn(str(source), expl.target_name, expl.warnings)
         entry["explanations"].append({**info, "name": name})
     return entry
@@ -180,17 +180,12 @@ def file_blocks(path: Path, frames: int) -> Iterator[np.ndarray]:
 
 def write_timeline_csv(timeline: Any, path: Path) -> Path:
     """``start_s,end_s,predicted,p_<class>...,theta_<class>...``: one row per window."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(timeline.csv_header())
-    w.writerows(timeline.csv_rows())
-    return write_text(path, buf.getvalue())
+    return write_csv(path, timeline.csv_header(), timeline.csv_rows())
 
 
 def explain_recording(explainer: E.Explainer, path: Path, sr_in: int, n_in: int, stem: str,
                       spec: Any, cfg: InterpretRecipe, out: Path) -> dict[str, Any]:
     """Stream one long file in windows; write the stitched wav, timeline and json."""
-    import soundfile as sf
 
     from l2i.interpret_figures import timeline_figure
     from l2i.longform import resampled_blocks
@@ -203,20 +198,18 @@ def explain_recording(explainer: E.Explainer, path: Path, sr_in: int, n_in: int,
     n = int(round(n_in * sr / sr_in))
     blocks = resampled_blocks(file_blocks(path, max(1, int(READ_BLOCK_S * sr_in))), sr_in, sr)
     wav = out / f"{stem}.explanation.wav"
-    with atomic_path(wav) as tmp:
-        with sf.SoundFile(str(tmp), "w", samplerate=sr, channels=1, subtype="PCM_16",
-                          format="WAV") as sink:
-            timeline, warns = explainer.explain_stream(
-                blocks, cfg.window_s, cfg.hop_s, target,
-                write=lambda a: sink.write(np.clip(a, -1.0, 1.0)), n_samples=n,
-                progress=sys.stderr.isatty())
+    with wav_writer(wav, sr) as sink:
+        timeline, warns = explainer.explain_stream(
+            blocks, cfg.window_s, cfg.hop_s, target,
+            write=lambda a: sink.write(np.clip(a, -1.0, 1.0)), n_samples=n,
+            progress=sys.stderr.isatty())
     csv_path = write_timeline_csv(timeline, out / f"{stem}.timeline.csv")
     png = timeline_figure(timeline, out / f"{stem}.timeline.png", title=f"{stem}: timeline")
     info = {"file": str(path), "kind": "long", **timeline.summary(), "warnings": warns,
             "explanation_wav": wav.name, "timeline_csv": csv_path.name,
             "timeline_figure": png.name, "sample_rate": sr,
             "target": None if target is None else explainer.class_names[target]}
-    write_text(out / f"{stem}.json", json.dumps(info, indent=2, allow_nan=True) + "\n")
+    write_json(out / f"{stem}.json", info)
     _warn(str(path), "timeline", warns)
     rel = os.path.relpath(path.resolve(), out.resolve())
     return {"name": stem, "source": str(path), "kind": "long",
