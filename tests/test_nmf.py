@@ -186,7 +186,7 @@ def test_save_load_round_trip(tmp_path):
     W = torch.rand(513, 12)
     path = save_dictionary(tmp_path / "nmf.pt", W, FEATS, {"rel_error_train": 0.1})
     raw = torch.load(path, weights_only=True)
-    assert raw["format"] == "l2i-nmf" and raw["version"] == 1
+    assert raw["format"] == "l2i-nmf" and raw["version"] == 2
     assert raw["features"] == asdict(FEATS) and raw["stats"]["rel_error_train"] == 0.1
     W2, feats = load_dictionary(path, FEATS)
     assert torch.equal(W2, W) and feats == asdict(FEATS)

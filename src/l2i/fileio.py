@@ -133,23 +133,25 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110, close: bool =
     return path
 
 
-def check_record(record: object, fmt: str, max_version: int, where: str, hint: str,
+def check_record(record: object, fmt: str, max_version: int | None, where: str, hint: str,
                  kind: str) -> dict:
-    """Check a checkpoint dict's ``format`` and ``version``; return it.
+    """Check a checkpoint dict's ``format``; return it migrated to this l2i's version.
 
     ``where`` names the file in the message, ``kind`` the expected checkpoint ("l2i classifier"),
-    ``hint`` says what the user should give instead.
-    Raises :class:`l2i.errors.L2IError`.
+    ``hint`` says what the user should give instead. The version is checked and older records
+    brought up by :func:`l2i.checkpoints.migrate` (``max_version``, when given, must be the
+    current one). Raises :class:`l2i.errors.L2IError`.
     """
+    from l2i.checkpoints import CURRENT, migrate
     from l2i.errors import L2IError
 
     if not isinstance(record, dict) or record.get("format") != fmt:
         found = record.get("format") if isinstance(record, dict) else type(record).__name__
         raise L2IError(f"{where} is not an {kind} checkpoint (format {found!r}); {hint}")
-    if int(record.get("version", 0)) > max_version:
-        raise L2IError(f"{where} has format version {record.get('version')}, this l2i reads up "
-                       f"to {max_version}: upgrade l2i")
-    return record
+    if max_version is not None and max_version != CURRENT[fmt]:
+        raise RuntimeError(f"{fmt}: reader expects version {max_version}, "
+                           f"l2i.checkpoints.CURRENT says {CURRENT[fmt]}")
+    return migrate(record, fmt, where)
 
 
 def read_checkpoint(path: str | os.PathLike, fmt: str, max_version: int, what: str,

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from l2i import checkpoints as CK
 from l2i.config import FeaturesConfig, L2ILossConfig, PsiConfig, ThetaConfig, from_dict
 from l2i.device import resolve_device
 from l2i.errors import L2IError
@@ -32,8 +33,8 @@ from l2i.fileio import read_checkpoint, save_torch
 from l2i.models.psi import Psi
 from l2i.models.theta import Theta
 
-FORMAT = "l2i-interpreter"
-VERSION = 1
+FORMAT = CK.INTERPRETER
+VERSION = CK.CURRENT[FORMAT]
 
 
 @dataclass
@@ -205,7 +206,7 @@ def interpreter_record(interp: Interpreter, loss: L2ILossConfig | dict | None = 
         return {k: v.detach().cpu().clone() for k, v in sd.items()}
 
     return {
-        "format": FORMAT, "version": VERSION,
+        "format": FORMAT, "version": VERSION, "l2i_version": _l2i_version(),
         "classifier": interp.classifier_record,
         "W": interp.W.detach().cpu().clone(),
         "features": asdict(interp.features),
@@ -220,6 +221,12 @@ def interpreter_record(interp: Interpreter, loss: L2ILossConfig | dict | None = 
         "recipe": dict(recipe or interp.recipe or {}),
         "metrics": dict(metrics or interp.metrics or {}),
     }
+
+
+def _l2i_version() -> str:
+    from l2i import __version__
+
+    return __version__
 
 
 def save_interpreter(path: str | os.PathLike, interp: Interpreter,
@@ -248,7 +255,9 @@ def load_any_classifier(record: dict[str, Any], device: str | torch.device = "cp
 
 def build_interpreter(record: dict[str, Any], device: str | torch.device = "cpu",
                       classifier_module: str | None = None) -> Interpreter:
-    """An :class:`Interpreter` from an ``l2i.ckpt`` dict (see :func:`load_interpreter`)."""
+    """An :class:`Interpreter` from an ``l2i.ckpt`` dict (see :func:`load_interpreter`); an
+    older version's dict is migrated first (:mod:`l2i.checkpoints`)."""
+    record = CK.migrate(record, FORMAT, "interpreter record")
     dev = resolve_device(device)
     classifier = load_any_classifier(record["classifier"], dev, classifier_module)
     psi_cfg = from_dict(PsiConfig, record["psi"]["config"])

@@ -43,14 +43,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from l2i import checkpoints as CK
 from l2i.config import FeaturesConfig, NMFConfig
 from l2i.device import resolve_device
 from l2i.errors import ConfigError, L2IError
 from l2i.features import features_match
 from l2i.fileio import save_torch
 
-FORMAT = "l2i-nmf"
-VERSION = 1
+FORMAT = CK.NMF
+VERSION = CK.CURRENT[FORMAT]
 EPS = 1e-12
 SOLVERS = ("hals", "mu")
 NO_FLOAT64_DEVICES = ("mps",)  # devices without float64: exact sums fall back to float32 there
@@ -568,13 +569,16 @@ def reconstruct(W: Tensor, H: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- files
 def save_dictionary(path: str | os.PathLike, W: Tensor, features: FeaturesConfig | dict,
                     stats: dict[str, Any] | None = None) -> Path:
-    """Write ``nmf.pt`` atomically: ``{"format": "l2i-nmf", "version": 1, "W" (F, K) float32,
-    "features": asdict(FeaturesConfig), "stats": {...}}`` (loadable with ``weights_only=True``)."""
+    """Write ``nmf.pt`` atomically: ``{"format": "l2i-nmf", "version": 2, "l2i_version",
+    "W" (F, K) float32, "features": asdict(FeaturesConfig), "stats": {...}}`` (loadable with
+    ``weights_only=True``)."""
     path = Path(path)
     feats = asdict(features) if is_dataclass(features) else dict(features)
     if W.dim() != 2:
         raise ValueError(f"W must be (F, K), got shape {tuple(W.shape)}")
-    payload = {"format": FORMAT, "version": VERSION,
+    from l2i import __version__
+
+    payload = {"format": FORMAT, "version": VERSION, "l2i_version": __version__,
                "W": W.detach().float().cpu().contiguous(), "features": feats,
                "stats": dict(stats or {})}
     return save_torch(path, payload)
@@ -642,9 +646,7 @@ def _dictionary_from_object(obj: Any, path: Path) -> tuple[Tensor, dict | None, 
         return obj, None, "raw tensor"
     if isinstance(obj, dict):
         if obj.get("format") == FORMAT:
-            if obj.get("version", 0) > VERSION:
-                raise L2IError(f"NMF dictionary {path} has format version {obj['version']}, newer "
-                               f"than this l2i ({VERSION}): upgrade l2i")
+            obj = CK.migrate(obj, FORMAT, f"NMF dictionary {path}")
             if (obj.get("stats") or {}).get("features_source") == "assumed":
                 warnings.warn(f"NMF dictionary {path} was imported from a file without STFT "
                               "settings, which were ASSUMED (not stated) to be its features "

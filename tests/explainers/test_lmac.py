@@ -77,7 +77,7 @@ def test_lmac_trains_resumes_and_is_scored(tmp_path, tiny_dataset, clf_ckpt, cap
     assert main(_args(tiny_dataset, clf_ckpt, out, 1)) == 0  # `method: lmac` dispatches
     assert "wrote" in capsys.readouterr().out
     record = torch.load(out / "lmac.ckpt", weights_only=True)
-    assert record["format"] == "l2i-lmac" and record["version"] == 1
+    assert record["format"] == "l2i-lmac" and record["version"] == 2
     assert record["metrics"]["epochs"] == 1 and record["metrics"]["cache"] is True
     assert (out / "metrics.json").is_file() and (out / "config.yaml").is_file()
     # a finished run is not overwritten; --trainer.resume continues it

@@ -51,7 +51,7 @@ def test_save_load_round_trip(tmp_path):
     path = save_classifier(tmp_path / "classifier.ckpt", model, cfg, FEAT, NAMES,
                            {"test_accuracy": 0.5})
     raw = torch.load(path, weights_only=True)  # plain data only
-    assert raw["format"] == "l2i-classifier" and raw["version"] == 1
+    assert raw["format"] == "l2i-classifier" and raw["version"] == 2
     assert raw["model"] == asdict(cfg) and raw["features"] == asdict(FEAT)
     assert raw["class_names"] == NAMES and raw["n_classes"] == 3
     loaded, info = load_classifier(path)

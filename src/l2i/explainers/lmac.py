@@ -6,7 +6,7 @@ input (:class:`l2i.models.lmac.LMACDecoder`). L-MAC's mask does not depend on th
 
 Checkpoint (a plain dict, loadable with ``weights_only=True``)::
 
-    {"format": "l2i-lmac", "version": 1, "classifier": <the classifier checkpoint dict>,
+    {"format": "l2i-lmac", "version": 2, "classifier": <the classifier checkpoint dict>,
      "features": asdict(FeaturesConfig), "class_names": [...],
      "decoder": {"map_channels", "map_bins", "n_freq", "config": asdict(LMACConfig),
                  "state_dict"},
@@ -23,13 +23,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from l2i import checkpoints as CK
 from l2i.config import FeaturesConfig, LMACConfig, from_dict
 from l2i.explainers.base import MaskExplainer, SpecBatch, reclassify
 from l2i.fileio import read_checkpoint
 from l2i.models.lmac import LMACDecoder
 
-FORMAT = "l2i-lmac"
-VERSION = 1
+FORMAT = CK.LMAC
+VERSION = CK.CURRENT[FORMAT]
 FINAL = "lmac.ckpt"
 
 
@@ -49,7 +50,8 @@ class LMACExplainer(MaskExplainer):
         """Load an ``lmac.ckpt`` (path or its dict) onto ``device``."""
         from l2i.models import load_classifier
 
-        record = ckpt if isinstance(ckpt, dict) else read_lmac(ckpt)
+        record = (CK.migrate(ckpt, FORMAT, "L-MAC record") if isinstance(ckpt, dict)
+                  else read_lmac(ckpt))
         classifier, _info = load_classifier(record["classifier"], map_location=device)
         dec = record["decoder"]
         decoder = LMACDecoder(dec["map_channels"], dec["map_bins"], dec["n_freq"],

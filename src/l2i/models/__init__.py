@@ -12,7 +12,7 @@ Every classifier is an :class:`AudioClassifier`:
 
 Checkpoint format (``classifier.ckpt``, a plain dict, loadable with ``weights_only=True``)::
 
-    {"format": "l2i-classifier", "version": 1, "model": asdict(ClassifierModelConfig),
+    {"format": "l2i-classifier", "version": 2, "model": asdict(ClassifierModelConfig),
      "n_classes": C, "features": asdict(FeaturesConfig), "class_names": [...],
      "state_dict": {...}, "metrics": {...}, "l2i_version": "x.y.z",
      "normalize": "peak" | "none"}   # data.normalize of the training clips (optional key)
@@ -32,13 +32,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from l2i import checkpoints as CK
 from l2i.config import ClassifierModelConfig, FeaturesConfig, from_dict
 from l2i.errors import L2IError
 from l2i.features import MEL_KINDS, Frontend
 from l2i.fileio import check_record, read_checkpoint, save_torch
 
-CKPT_FORMAT = "l2i-classifier"
-CKPT_VERSION = 1
+CKPT_FORMAT = CK.CLASSIFIER
+CKPT_VERSION = CK.CURRENT[CKPT_FORMAT]
 ARCHS = ("conv2d", "cnn14", "sb_conv2d")
 
 

@@ -38,12 +38,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from l2i import checkpoints as CK
 from l2i.config import ClassifierSpec, FeaturesConfig, from_dict
 from l2i.errors import ConfigError, L2IError
 from l2i.models.psi import canonical_map, find_time_axis
 
-CODE_FORMAT = "l2i-classifier-code"
-CODE_VERSION = 1
+CODE_FORMAT = CK.CLASSIFIER_CODE
+CODE_VERSION = CK.CURRENT[CODE_FORMAT]
 PROBE_SECONDS = (1.0, 2.0)  # two clip lengths: the time axis is the one that grows
 PROB_EPS = 1e-7
 
@@ -415,6 +416,7 @@ def load_code_classifier(record: Mapping[str, Any], map_location: str | torch.de
     ``module`` re-imports from another ``file.py:callable`` (a moved file); the hashes are
     checked all the same. The file's hash is checked *before* its code runs.
     """
+    record = CK.migrate(dict(record), CODE_FORMAT, "classifier-as-code record")
     spec = from_dict(ClassifierSpec, dict(record["spec"]))
     if module:
         spec.module = module
