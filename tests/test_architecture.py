@@ -7,6 +7,7 @@ drift apart: a new module must be placed in a layer there, and its imports must 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -113,3 +114,25 @@ def test_the_rules_see_a_violation(monkeypatch):
     monkeypatch.setitem(IMPORTS, "l2i.explain", IMPORTS["l2i.explain"] | {"l2i.report"})
     with pytest.raises(AssertionError):
         test_the_library_never_imports_commands_or_the_cli()
+
+
+# functions over the limit, each with why it is not split here (files other engineers rewrite
+# in the same session; they split these there)
+LONG_ALLOWED = {
+    "src/l2i/training/interpreter.py train_interpreter": "split by issue 17 (map cache work)",
+    "src/l2i/training/interpreter.py check_inputs": "issue 17's train_interpreter split",
+    "src/l2i/training/common.py build_trainer": "issue 17 (data/DDP) edits it",
+    "src/l2i/data.py _decode_split": "issue 17 (shards) edits it",
+    "src/l2i/pipeline.py run_pipeline": "issue 17 (one prepared copy of the data) edits it",
+}
+
+
+def test_no_function_over_60_lines_without_a_reason():
+    spec = importlib.util.spec_from_file_location("long_functions",
+                                                  ROOT / "tools" / "long_functions.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    found = [where.split(":")[0] + " " + where.split(" ")[1]
+             for _, where, explained in tool.long_functions(60) if not explained]
+    assert sorted(set(found) - set(LONG_ALLOWED)) == [], \
+        "split these, or give the reason in a 'Long:' line of the docstring"

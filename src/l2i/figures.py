@@ -92,46 +92,53 @@ def explanation_figure(expl: Any, path: str | os.PathLike, title: str | None = N
                      f"explanation M·|X| ('{expl.target_name}')", vmin=-DB_RANGE, vmax=0.0,
                      label="dB re input max")
 
-    # component activations over time
+    _activations_panel(ax_h, expl, n_t, hop, sr, max_components)
+    _classes_panel(ax_cls, expl)
+
+    fig.suptitle(title or f"explanation of '{expl.target_name}'", fontsize=12)
+    return save_figure(fig, path)
+
+
+def _activations_panel(ax: Any, expl: Any, n_t: int, hop: int, sr: int,
+                       max_components: int) -> None:
+    """Activations ``H_k(t)`` of the (at most ``max_components``) selected components."""
     times = (np.arange(n_t) * hop) / sr
     H = np.asarray(expl.H)  # (K, T)
     shown = list(expl.selected)[:max_components]
     if shown:
         for k in shown:
-            ax_h.plot(times, H[k], lw=1.2, label=f"k={k} (r={expl.relevance[k]:.2f})")
-        ax_h.legend(fontsize=8, ncol=2, loc="upper right")
+            ax.plot(times, H[k], lw=1.2, label=f"k={k} (r={expl.relevance[k]:.2f})")
+        ax.legend(fontsize=8, ncol=2, loc="upper right")
         extra = len(expl.selected) - len(shown)
         sub = f" (+{extra} more)" if extra > 0 else ""
-        ax_h.set_title(f"activations of the {len(shown)} selected components{sub}", fontsize=10)
+        ax.set_title(f"activations of the {len(shown)} selected components{sub}", fontsize=10)
     else:
-        ax_h.text(0.5, 0.5, "no component passed the relevance threshold: empty explanation",
-                  ha="center", va="center", transform=ax_h.transAxes)
-        ax_h.set_title("activations of the selected components", fontsize=10)
-    ax_h.set_xlim(0, max(times[-1] if n_t else 0.0, 1e-3))
-    ax_h.set_xlabel("time (s)")
-    ax_h.set_ylabel("activation H_k(t)")
-    ax_h.grid(alpha=0.3)
+        ax.text(0.5, 0.5, "no component passed the relevance threshold: empty explanation",
+                ha="center", va="center", transform=ax.transAxes)
+        ax.set_title("activations of the selected components", fontsize=10)
+    ax.set_xlim(0, max(times[-1] if n_t else 0.0, 1e-3))
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("activation H_k(t)")
+    ax.grid(alpha=0.3)
 
-    # top classes, classifier vs theta
+
+def _classes_panel(ax: Any, expl: Any) -> None:
+    """The top classes, classifier vs theta (the target always shown, marked with an arrow)."""
     names = list(expl.class_names) or [str(i) for i in range(len(expl.classifier_probs))]
     pc, pt = np.asarray(expl.classifier_probs), np.asarray(expl.theta_probs)
     top = list(np.argsort(-pc)[:5])
     if expl.target not in top:
         top[-1] = expl.target
     y = np.arange(len(top))
-    ax_cls.barh(y - 0.2, pc[top], height=0.4, label="classifier", color="tab:blue")
-    ax_cls.barh(y + 0.2, pt[top], height=0.4, label="theta (from H)", color="tab:orange")
-    ax_cls.set_yticks(y, [("→ " if i == expl.target else "") + names[i] for i in top],
-                      fontsize=9)
-    ax_cls.invert_yaxis()
-    ax_cls.set_xlim(0, 1)
-    ax_cls.set_xlabel("probability")
-    ax_cls.set_title("top classes", fontsize=10)
-    ax_cls.legend(fontsize=8, loc="lower right")
-    ax_cls.grid(axis="x", alpha=0.3)
-
-    fig.suptitle(title or f"explanation of '{expl.target_name}'", fontsize=12)
-    return save_figure(fig, path)
+    ax.barh(y - 0.2, pc[top], height=0.4, label="classifier", color="tab:blue")
+    ax.barh(y + 0.2, pt[top], height=0.4, label="theta (from H)", color="tab:orange")
+    ax.set_yticks(y, [("→ " if i == expl.target else "") + names[i] for i in top], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("probability")
+    ax.set_title("top classes", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
 
 
 def masks_figure(mag: np.ndarray, masks: dict[str, np.ndarray], path: str | os.PathLike,

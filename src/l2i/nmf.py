@@ -374,6 +374,9 @@ def _fit_full_extrapolated(frames: Tensor, W: Tensor, cfg: NMFConfig, dev: torch
     (projected: >= 0, unit atoms). ``beta`` grows while f decreases and shrinks (with a restart
     from the plain iterate) when it increases, so f is non-increasing except at a restart.
     ``history[n] = f(Wy_{n-1}, H_n) / ||V||^2``, a feasible pair. 2-4x fewer passes than HALS.
+
+    Long: one iteration couples eight iterates (W, H, their previous values, the extrapolated
+    points, beta and its bound); split up, they would all be passed back and forth.
     """
     from tqdm.auto import tqdm
 

@@ -224,20 +224,25 @@ def score_explainers(explainers: list[MaskExplainer], wavs: np.ndarray, batch_si
                 localise({"mask": a.mask, "energy": a.mask * spec.mag}, truths, cols.loc)
         if truths is not None:
             localise({INPUT_ENERGY: spec.mag}, truths, shared_loc)
-    n = max(1, wavs.shape[0])
-    out = {}
-    for ex in explainers:
-        cols = acc[ex.name]
-        cols.loc.update(shared_loc)
-        res = cols.result(n_frames, truth_masks is not None)
-        res.ms_per_clip = 1000.0 * seconds[ex.name] / n
-        if ex.name in multi:
-            pairs = multi[ex.name]
-            res.multilabel = M.multilabel_fidelity(torch.cat([p[0] for p in pairs]),
-                                                   torch.cat([p[1] for p in pairs]),
-                                                   classifier_threshold(clf))
-        out[ex.name] = res
-    return out
+    return {ex.name: _finish(acc[ex.name], shared_loc, n_frames, truth_masks is not None,
+                             1000.0 * seconds[ex.name] / max(1, wavs.shape[0]),
+                             multi.get(ex.name), clf) for ex in explainers}
+
+
+def _finish(cols: _Columns, shared_loc: dict[str, dict[str, list[float]]], n_frames: int,
+            localised: bool, ms_per_clip: float, multi: list[tuple[Tensor, Tensor]] | None,
+            clf: Any) -> ClipResults:
+    """One explainer's :class:`ClipResults` from its columns (plus the shared localisation
+    scores of the input energy and, for a sigmoid classifier, the multi-label fidelity of
+    ``(theta_logits, logits)`` pairs)."""
+    cols.loc.update(shared_loc)
+    res = cols.result(n_frames, localised)
+    res.ms_per_clip = ms_per_clip
+    if multi:
+        res.multilabel = M.multilabel_fidelity(torch.cat([p[0] for p in multi]),
+                                               torch.cat([p[1] for p in multi]),
+                                               classifier_threshold(clf))
+    return res
 
 
 # --------------------------------------------------------------------------- aggregation

@@ -65,8 +65,9 @@ class AudioClassifier(nn.Module):
                 ) -> tuple[Tensor, dict[str, Tensor]]:
         """Linear magnitude ``mag (B, T, F_stft)`` -> ``(logits (B, C), maps)``.
 
-        ``phase`` and ``length`` are accepted (the shared classifier call) and ignored: these
-        classifiers read the magnitude only.
+        ``phase`` and ``length`` are accepted (the shared re-classification contract,
+        :func:`l2i.explainers.base.reclassify`) and ignored: these classifiers read the
+        magnitude only.
         """
         return self.forward_features(self.frontend(mag))
 

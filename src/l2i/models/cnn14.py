@@ -105,13 +105,6 @@ class CNN14(AudioClassifier):
         emb = h.amax(dim=2) + h.mean(dim=2)  # (B, 2048)
         return emb, maps
 
-    def forward(self, mag: Tensor, phase: Tensor | None = None,
-                length: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """``mag (B, T, F_stft)`` -> ``(logits, maps)``; ``phase``/``length`` are accepted for
-        the shared re-classification contract (:func:`l2i.explainers.reclassify`) and ignored:
-        this classifier reads the magnitude only."""
-        return self.forward_features(self.frontend(mag))
-
     def forward_features(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         emb, maps = self.embed(x)
         return self.classifier(self.fc1(self.drop(emb))), maps

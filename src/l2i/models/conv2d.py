@@ -102,13 +102,6 @@ class Conv2dClassifier(AudioClassifier):
         emb = self.dropout(nn.functional.relu(self.fc(h)))  # (B, embed_dim)
         return emb, {"block3": b3, "block4": b4}
 
-    def forward(self, mag: Tensor, phase: Tensor | None = None,
-                length: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """``mag (B, T, F_stft)`` -> ``(logits, maps)``; ``phase``/``length`` are accepted for
-        the shared re-classification contract (:func:`l2i.explainers.reclassify`) and ignored:
-        this classifier reads the magnitude only."""
-        return self.forward_features(self.frontend(mag))
-
     def forward_features(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         emb, maps = self.embed(x)
         return self.head(emb), maps

@@ -294,15 +294,7 @@ def peak_rss_mb() -> float:
 def train_classifier(cfg: ClassifierRecipe) -> str:
     """``l2i train-classifier RECIPE --data_folder D --output_folder O``; returns a summary."""
     from l2i.data import load_dataset, load_split, with_absolute_data_folder
-    from l2i.explain import CONFIDENCE_KEY, max_prob_quantile
-    from l2i.training.common import (
-        best_checkpoint_path,
-        build_trainer,
-        early_stop_info,
-        fit,
-        resume_checkpoint,
-        world_size,
-    )
+    from l2i.training.common import build_trainer, fit, resume_checkpoint, world_size
 
     if not cfg.data_folder:
         raise ConfigError("data_folder is empty: pass --data_folder DATA")
@@ -340,6 +332,18 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
     if not trainer.is_global_zero:
         return ""
 
+    return _finish(cfg, trainer, module, splits, list(index.class_names), out, t_start)
+
+
+def _finish(cfg: ClassifierRecipe, trainer: Any, module: ClassifierModule, splits: dict,
+            class_names: list[str], out: Path, t_start: float) -> str:
+    """After fitting: the best weights scored on the valid/test splits, the valid calibration
+    of the low-confidence warning; write ``classifier.ckpt``, ``metrics.json`` and
+    ``confusion.png``; return the one-line summary."""
+    from l2i.explain import CONFIDENCE_KEY, max_prob_quantile
+    from l2i.training.common import best_checkpoint_path, early_stop_info
+
+    model, tr = module.model, cfg.trainer
     best = best_checkpoint_path(trainer)
     best_epoch = None
     if best:
@@ -347,7 +351,6 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
         module.load_state_dict(state["state_dict"])
         best_epoch = int(state.get("epoch", -1))
     device = resolve_device(tr.device) if tr.devices == 1 else torch.device("cpu")
-    class_names = list(index.class_names)
     metrics: dict[str, Any] = {}
     calibration: dict[str, float] = {}
     for name, arrays in splits.items():

@@ -22,7 +22,6 @@ Resumable (``--trainer.resume true``: ``output_folder/checkpoints/last.ckpt``); 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
@@ -42,6 +41,7 @@ from l2i.errors import ConfigError, L2IError
 from l2i.explainers.base import reclassify
 from l2i.explainers.lmac import FINAL, lmac_record, save_lmac
 from l2i.features import magnitude, phase, stft
+from l2i.fileio import write_json
 from l2i.models.lmac import LMACDecoder
 from l2i.models.psi import probe_map_bins
 
@@ -216,17 +216,27 @@ def build_decoder(classifier: Any, n_freq: int, cfg: LMACConfig) -> LMACDecoder:
         raise ConfigError(f"lmac: {err}") from None
 
 
+def _map_split(cfg: L2IRecipe, index: Any, split: str, classifier: Any, info: Any,
+               decoder: LMACDecoder, device: torch.device, out: Path) -> MapSplit:
+    """One split's clips (audio cache under ``out/cache/audio``) and, with ``cache_maps``, the
+    classifier's maps and predictions on them."""
+    from l2i.data import load_split
+
+    arr = load_split(index, split, cfg.data, info.features.sample_rate,
+                     cache_dir=out / "cache" / "audio", progress=cfg.trainer.progress)
+    maps = pred = None
+    if cfg.cache_maps:
+        maps, pred = cache_maps(classifier.eval(), arr.wavs, info.features, decoder.map_names,
+                                cfg.trainer.batch_size, device)
+    return MapSplit(arr.wavs, arr.labels, maps, pred)
+
+
 def train_lmac(cfg: L2IRecipe) -> str:
     """Train the decoder; write ``lmac.ckpt``, ``metrics.json``, ``config.yaml``.
 
     Returns the path of ``lmac.ckpt``.
     """
-    from l2i.data import load_split
-    from l2i.training.common import (
-        best_checkpoint_path,
-        build_trainer,
-        resume_checkpoint,
-    )
+    from l2i.training.common import best_checkpoint_path, build_trainer, resume_checkpoint
     from l2i.training.interpreter import _load_lightning_ckpt, make_loader
 
     t0 = time.time()
@@ -241,15 +251,8 @@ def train_lmac(cfg: L2IRecipe) -> str:
     device = resolve_device(cfg.trainer.device)
     bs = cfg.trainer.batch_size
     t_cache = time.time()
-    splits = {}
-    for split in ("train", "valid"):
-        arr = load_split(index, split, cfg.data, info.features.sample_rate,
-                         cache_dir=out / "cache" / "audio", progress=cfg.trainer.progress)
-        maps = pred = None
-        if cfg.cache_maps:
-            maps, pred = cache_maps(classifier.eval(), arr.wavs, info.features,
-                                    decoder.map_names, bs, device)
-        splits[split] = MapSplit(arr.wavs, arr.labels, maps, pred)
+    splits = {split: _map_split(cfg, index, split, classifier, info, decoder, device, out)
+              for split in ("train", "valid")}
     cache_seconds = time.time() - t_cache
     steps = math.ceil(len(splits["train"]) / bs)
     module = LMACModule(classifier, decoder, info.features, cfg.lmac, cfg.trainer, steps)
@@ -273,9 +276,7 @@ def train_lmac(cfg: L2IRecipe) -> str:
     rec = lmac_record(record, decoder.cpu(), info.features, info.class_names, cfg.lmac,
                       recipe=to_dict(cfg), metrics=metrics)
     path = save_lmac(out / FINAL, rec)
-    from l2i.fileio import write_text
-
-    write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_json(out / "metrics.json", metrics)
     return (f"l2i train (lmac): valid loss {metrics.get('valid/loss', math.nan):.3f}, "
             f"valid Fid-In {metrics.get('valid/fid_in', math.nan):.3f}, mask mean "
             f"{metrics.get('valid/mask_mean', math.nan):.3f}; wrote {path}")

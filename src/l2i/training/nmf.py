@@ -95,13 +95,7 @@ def train_nmf(cfg: NMFRecipe) -> str:
 
     out = Path(cfg.output_folder)
     target = out / "nmf.pt"
-    if target.exists():
-        raise L2IError(f"{target} already exists: give a new --output_folder, or delete it to "
-                       "learn the dictionary again (interpreters trained on it would no longer "
-                       "match)")
-    if not cfg.data_folder:
-        raise L2IError("train-nmf needs --data_folder (the dataset whose training frames the "
-                       "dictionary is learnt on)")
+    _check_nmf_inputs(cfg, target)
     cfg = with_absolute_data_folder(cfg)  # config.yaml and nmf.json name it from anywhere
     device = resolve_device(cfg.nmf.device)
     imported = _import_dictionary(cfg) if cfg.init else None  # fails before any audio is read
@@ -125,23 +119,13 @@ def train_nmf(cfg: NMFRecipe) -> str:
         valid_frames = spectrogram_frames(valid.wavs, cfg.features, device)  # (N_v, F)
 
     lam = cfg.nmf.sparsity
-    features_source = "learnt"
-    if imported is not None:
-        W, features_source = imported
-        rel, obj = relative_error(frames, W, lam, TRANSFORM_ITER, device, objective=True)
-        result = NMFResult(W=W, history=[], rel_error=rel, n_iter=0)
-        final_objective = obj
-    else:
-        print(f"learning {cfg.nmf.n_components} atoms on {len(frames)} frames x "
-              f"{frames.shape[1]} bins ({cfg.nmf.solver}, device {device})")
-        result = fit_nmf(frames, cfg.nmf, device=device, progress=True)
-        final_objective = result.objective
+    result, features_source = _learn_or_import(cfg, imported, frames, device)
     rel_valid = (relative_error(valid_frames, result.W, lam, TRANSFORM_ITER, device)
                  if valid_frames is not None and len(valid_frames) else None)
     seconds = time.perf_counter() - t0
 
     stats: dict[str, Any] = {
-        "objective": _num(final_objective), "rel_error_train": _num(result.rel_error),
+        "objective": _num(result.objective), "rel_error_train": _num(result.rel_error),
         "rel_error_valid": _num(rel_valid), "K": int(result.W.shape[1]),
         "n_components": int(result.W.shape[1]), "n_freq": int(result.W.shape[0]),
         "n_frames": int(len(frames)),
@@ -158,6 +142,32 @@ def train_nmf(cfg: NMFRecipe) -> str:
     print(f"wrote {target}: K={stats['n_components']}, relative error train "
           f"{result.rel_error:.4f}{valid_txt} ({seconds:.1f} s)")
     return str(target)
+
+
+def _check_nmf_inputs(cfg: NMFRecipe, target: Path) -> None:
+    """L2IError when ``target`` (``nmf.pt``) exists or no data folder is given."""
+    if target.exists():
+        raise L2IError(f"{target} already exists: give a new --output_folder, or delete it to "
+                       "learn the dictionary again (interpreters trained on it would no longer "
+                       "match)")
+    if not cfg.data_folder:
+        raise L2IError("train-nmf needs --data_folder (the dataset whose training frames the "
+                       "dictionary is learnt on)")
+
+
+def _learn_or_import(cfg: NMFRecipe, imported: tuple[torch.Tensor, str] | None,
+                     frames: np.ndarray, device: torch.device) -> tuple[NMFResult, str]:
+    """``(result, features source)``: the imported dictionary scored on ``frames (N, F)``
+    (``objective`` and ``rel_error`` set, no history), or one learnt on them."""
+    if imported is not None:
+        W, features_source = imported
+        rel, obj = relative_error(frames, W, cfg.nmf.sparsity, TRANSFORM_ITER, device,
+                                  objective=True)
+        return NMFResult(W=W, history=[], rel_error=rel, n_iter=0, objective=obj), \
+            features_source
+    print(f"learning {cfg.nmf.n_components} atoms on {len(frames)} frames x "
+          f"{frames.shape[1]} bins ({cfg.nmf.solver}, device {device})")
+    return fit_nmf(frames, cfg.nmf, device=device, progress=True), "learnt"
 
 
 def _import_dictionary(cfg: NMFRecipe) -> tuple[torch.Tensor, str]:
