@@ -167,3 +167,29 @@ def test_a_shards_folder_is_a_data_folder(shards, tiny_dataset, tiny_data_config
     np.testing.assert_array_equal(batch["wav"].numpy(), np.asarray(train.wavs)[[3, 0, 5]])
     with pytest.raises(DataError, match="re-run l2i prepare"):
         load_split(sh, "train", cfg, 16000)
+
+
+def test_a_raw_dataset_is_decoded_once_into_shards_and_reused(tiny_dataset, tiny_data_config,
+                                                               tmp_path):
+    from l2i.shards import training_index
+
+    cfg, cache = tiny_data_config, tmp_path / "cache"
+    index = training_index(tiny_dataset, cfg, SR, cache)
+    assert index.shards is not None  # the stage reads shards, written once into its cache
+    (folder,) = cache.glob("shards-*")
+    ref = load_dataset(tiny_dataset, cfg)
+    for split in ("train", "valid", "test"):  # the same clips, order and audio as decoding
+        got, want = load_split(index, split, cfg, SR), load_split(ref, split, cfg, SR,
+                                                                  progress=False)
+        assert got.ids == want.ids and np.array_equal(got.labels, want.labels)
+        np.testing.assert_array_equal(np.asarray(got.wavs), np.asarray(want.wavs))
+    stamp = (folder / "index.json").stat().st_mtime_ns
+    training_index(tiny_dataset, cfg, SR, cache)  # reused while files and settings hold
+    assert (folder / "index.json").stat().st_mtime_ns == stamp
+    training_index(tiny_dataset, replace(cfg, normalize="none"), SR, cache)
+    (other,) = cache.glob("shards-*")  # another setting: decoded afresh, the old one removed
+    assert other != folder
+    # random crops need the whole clips: decoded as before, into the stage's audio cache
+    crops = training_index(tiny_dataset, replace(cfg, crop="random"), SR, tmp_path / "c2",
+                           random_crop=True)
+    assert crops.shards is None and not list((tmp_path / "c2").glob("shards-*"))

@@ -13,19 +13,25 @@ A shards folder is also a ``--data_folder``: :func:`l2i.data.load_dataset` reads
 :func:`l2i.data.load_split` returns a :class:`ShardedArray` (read on indexing) instead of
 decoding, so every stage trains from the same decoded copy.
 
-Why plain ``.npy`` shards and not WebDataset / litdata: the clips are already fixed-length
-float arrays after :func:`l2i.data.load_split`, so a shard is one array that ``np.load(...,
-mmap_mode="r")`` maps without decoding, copying or a new dependency; a batch read is a slice
-(WebDataset would store one ``.npy`` per clip inside a tar and decode each; litdata adds its own
-cache and server stack). What the libraries give beyond this, shard shuffling and worker / rank
-splitting, is :class:`ShardStream` below (~60 lines).
+Training reads them in flat host memory: :class:`ShardedArray` reads the rows a batch asks for
+with ``os.pread`` (no memory map, so no page of the shards counts in the process's resident
+memory), and :class:`ClipBatchSampler` orders an epoch by :func:`epoch_order`: with
+``data.shuffle_buffer`` N > 0 the shards in a permuted order, the clips of each permuted, then
+a shuffle buffer of N clip *indices* (:func:`buffer_shuffle`; no audio is buffered, and a run
+of reads stays within a few shards), seeded by ``(seed, epoch)``; dealt to the DDP ranks and,
+through the DataLoader, to any number of workers without changing the order.
+:func:`training_index` gives a training stage its shards: a shards folder as it is, a raw
+dataset decoded once into the stage's cache.
 
-:class:`ShardStream` is an ``IterableDataset``: each epoch it permutes the shards and the rows
-inside each shard (seeded by ``seed + epoch``), deals the clips of that global order out to
-``world_size`` DDP ranks and, inside a rank, to the DataLoader's workers (every clip exactly
-once per epoch; with ``even=True`` each rank gets the same count, padded by wrapping around as
-``DistributedSampler`` does), and reads them one shard at a time through a memory map, so host
-memory stays flat in the number of clips.
+Why plain ``.npy`` shards and not WebDataset / litdata: the clips are already fixed-length
+float arrays after :func:`l2i.data.load_split`, so a shard is one array whose rows are read at
+known offsets without decoding or a new dependency (WebDataset would store one ``.npy`` per
+clip inside a tar and decode each; litdata adds its own chunk cache and optimisation stack).
+What the libraries give beyond this, shard shuffling, a shuffle buffer and worker / rank
+splitting, is :func:`epoch_order` and :class:`ClipBatchSampler` (~90 lines); a sampler rather
+than an ``IterableDataset`` because Lightning calls a sampler's ``set_epoch`` (persistent
+workers keep working) and takes the steps per epoch from its length. Measured in
+docs/scaling.md (``benchmarks/scale.py``).
 """
 
 from __future__ import annotations
