@@ -14,8 +14,8 @@ within 20 % of each other. Stages, each a child process ``l2i ... --threads 1``:
 Peak memory of a stage: ``peak_tree_rss_mb``, the largest sum of VmRSS over the child and all
 its descendants (DataLoader workers), polled from ``/proc`` every 0.1 s, with its anonymous
 part ``peak_tree_anon_mb`` (RssAnon: what the process itself holds, not file pages), and
-``max_rss_mb`` (``getrusage(RUSAGE_CHILDREN).ru_maxrss`` of the stage: the largest single
-process, exact). Outputs of a finished stage are reused on a re-run (its figures read back from
+``max_rss_mb`` (``ru_maxrss`` of the stage's process from ``os.wait4``: exact, the largest
+single process). Outputs of a finished stage are reused on a re-run (its figures read back from
 ``WORK/<stage>.json``; ``--fresh`` removes WORK first). Prints JSON and writes
 ``benchmarks/results/scale.json``.
 
@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -78,28 +77,29 @@ def run_stage(name: str, args: list[str], work: Path, done: Path) -> dict:
     record = work / f"{name}.json"
     if done.exists() and record.is_file():
         return {**json.loads(record.read_text()), "reused": True}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
     log = (work / f"{name}.log").open("w")
     proc = subprocess.Popen([*L2I, *args, "--threads", "1"], stdout=log,
                             stderr=subprocess.STDOUT, cwd=ROOT)
     peak = peak_anon = 0
-    while proc.poll() is None:
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # usage: of this child only
+        if pid:
+            break
         tree = [_status_kb(p) for p in _tree(proc.pid)]
         peak = max(peak, sum(r for r, _ in tree))
         peak_anon = max(peak_anon, sum(a for _, a in tree))
         time.sleep(0.1)
     log.close()
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
         tail = (work / f"{name}.log").read_text()[-3000:]
-        raise SystemExit(f"stage {name} failed (exit {proc.returncode}):\n{tail}")
-    max_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        raise SystemExit(f"stage {name} failed (exit {code}):\n{tail}")
     result = {"stage": name, "wall_s": round(wall, 1),
               "peak_tree_rss_mb": round(peak / 1024, 1),
               "peak_tree_anon_mb": round(peak_anon / 1024, 1),
-              "max_rss_mb": round(max_rss / 1024, 1) if max_rss > before else None,
-              "reused": False}
+              "max_rss_mb": round(usage.ru_maxrss / 1024, 1), "reused": False}
     record.write_text(json.dumps(result))
     return result
 

@@ -181,6 +181,11 @@ def test_demo_stages_follow_the_demo_options(tmp_path, monkeypatch):
             out[s.name] = pipeline.stage_hash(s, out)
         return out
 
+    by_name = {s.name: s for s in captured[0]}  # one decoded copy, read by every training stage
+    assert by_name[pipeline.PREPARE].config.data_folder == str(tmp_path / "data")
+    for name in (pipeline.CLASSIFIER, pipeline.NMF, pipeline.L2I):
+        assert by_name[name].config.data_folder == str(tmp_path / "shards"), name
+        assert pipeline.PREPARE in by_name[name].needs
     first, device, other = map(hashes, captured)
     assert first == device
     assert all(first[name] != other[name] for name in first)
