@@ -340,7 +340,8 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
     buffer = cfg.data.shuffle_buffer
     train_dl = _loader(splits["train"], tr.batch_size, True, tr.num_workers, tr.seed, buffer)
     valid_dl = _loader(splits["valid"], tr.batch_size, False, tr.num_workers, tr.seed)
-    steps = max(1, math.ceil(len(train_dl) / world_size(tr)))  # DDP: all nodes' processes
+    per_rank = math.ceil(len(splits["train"]) / world_size(tr))  # DDP: all nodes' processes
+    steps = max(1, per_rank // tr.batch_size + (per_rank % tr.batch_size > 1))  # as the loader
     if tr.limit_batches is not None:
         steps = max(1, int(tr.limit_batches) if tr.limit_batches > 1
                     else int(steps * tr.limit_batches))
