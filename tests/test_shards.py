@@ -106,6 +106,11 @@ def test_shuffle_covers_every_clip_once_per_epoch_across_shards_ranks_and_worker
         orders.append(seen)
     assert orders[0] != orders[1]  # reshuffled each epoch
     assert _epoch(ds, 0, 1, workers=0)[0] == orders[1][:8]  # identical for a seed
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    loader = clip_loader(ds, 2, True, 3, 0, buffer=4, rank=0, world_size=2)
+    _set_sampler_epoch(loader, 1)  # how Lightning's fit loop reaches set_epoch
+    assert [i for b in loader for i in b["index"].tolist()] == orders[1][:8]
     assert _epoch(ds, 0, 1, workers=0, seed=4)[0] != orders[1][:8]
 
 
