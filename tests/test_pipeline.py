@@ -5,6 +5,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from l2i import config as C
 from l2i import pipeline
@@ -146,14 +147,21 @@ def test_run_pipeline_end_to_end_on_tiny_data(tiny_dataset, tmp_path, capsys):
                  "eval/metrics.json", "report.html"):
         assert (out / path).is_file(), path
     assert "fidelity_top1=" in summary and "localisation ROC-AUC" in summary
+    # the audio is decoded once, into out/shards, which every training stage read
+    decoded = [p for p in out.rglob("*.npy") if p.name.split("-")[0] in ("train", "valid",
+                                                                          "test")]
+    assert decoded and {p.parent for p in decoded} == {out / "shards"}
+    for stage in ("classifier", "nmf", "l2i"):
+        recipe = yaml.safe_load((out / stage / "config.yaml").read_text())
+        assert recipe["data_folder"] == str(out / "shards"), stage
     capsys.readouterr()
     pipeline.run_pipeline(cfg)  # everything finished: reused, nothing retrained
-    assert capsys.readouterr().out.count("config unchanged") == 5
+    assert capsys.readouterr().out.count("config unchanged") == 6
     # one changed L2I option: classifier and NMF reused, L2I, evaluation and report re-run
     old_eval = json.loads((out / "eval" / "metrics.json").read_text())
     pipeline.run_pipeline(replace(cfg, trainer=replace(cfg.trainer, epochs=2)))
     text = capsys.readouterr().out
-    assert text.count("config unchanged") == 2 and "trainer.epochs: 1 -> 2" in text
+    assert text.count("config unchanged") == 3 and "trainer.epochs: 1 -> 2" in text
     assert json.loads((out / "l2i" / "metrics.json").read_text())["epochs"] == 2
     assert json.loads((out / "eval" / "metrics.json").read_text()) != old_eval
 
@@ -173,6 +181,11 @@ def test_demo_stages_follow_the_demo_options(tmp_path, monkeypatch):
             out[s.name] = pipeline.stage_hash(s, out)
         return out
 
+    by_name = {s.name: s for s in captured[0]}  # one decoded copy, read by every training stage
+    assert by_name[pipeline.PREPARE].config.data_folder == str(tmp_path / "data")
+    for name in (pipeline.CLASSIFIER, pipeline.NMF, pipeline.L2I):
+        assert by_name[name].config.data_folder == str(tmp_path / "shards"), name
+        assert pipeline.PREPARE in by_name[name].needs
     first, device, other = map(hashes, captured)
     assert first == device
     assert all(first[name] != other[name] for name in first)

@@ -1,19 +1,26 @@
-"""``l2i prepare`` shards: read back equal to load_split; ShardStream deals every clip exactly
-once per epoch across DDP ranks x DataLoader workers, shuffled across shards."""
+"""``l2i prepare`` shards: read back equal to load_split; the training loader
+(``clip_loader`` / ``ClipBatchSampler``) deals every clip exactly once per epoch across DDP
+ranks x DataLoader workers, shuffled across shards through a bounded buffer."""
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from l2i import cli
 from l2i.data import load_dataset, load_split
 from l2i.errors import DataError
-from l2i.shards import ShardStream, epoch_order, read_index, read_split
+from l2i.shards import (
+    ClipBatchSampler,
+    buffer_shuffle,
+    epoch_order,
+    read_index,
+    read_split,
+)
+from l2i.training.common import clip_loader
 
 SR = 8000  # conftest's tiny dataset
 FOLDS = ["--data.train_folds", "1,2", "--data.valid_folds", "3", "--data.test_folds", "4"]
@@ -55,43 +62,92 @@ def test_prepare_refuses_a_used_folder_and_variable_length(shards, tiny_dataset,
     assert not (tmp_path / "v").exists() and not (tmp_path / "v.tmp").exists()
 
 
-def _stream(shards, rank: int, epoch: int, workers: int) -> tuple[list[int], torch.Tensor]:
-    ds = ShardStream(shards, "train", shuffle=True, seed=3, rank=rank, world_size=2)
-    ds.set_epoch(epoch)
+class _Indexed(torch.utils.data.Dataset):
+    """A split's clips read a batch at a time: ``{"wav": (B, S), "index": (B,)}``."""
+
+    def __init__(self, arrays) -> None:
+        self.wavs = arrays.wavs  # a ShardedArray: clip_loader reads its shard of each clip
+
+    def __len__(self) -> int:
+        return len(self.wavs)
+
+    def __getitems__(self, idx: list[int]) -> dict:
+        return {"wav": torch.from_numpy(self.wavs[np.asarray(idx)]), "index": torch.tensor(idx)}
+
+
+def _epoch(ds, rank: int, epoch: int, workers: int, world: int = 2, buffer: int = 4,
+           seed: int = 3) -> tuple[list[int], np.ndarray]:
+    """(clip indices, waveforms (n, S)) one rank reads in one epoch through clip_loader."""
+    loader = clip_loader(ds, 2, True, seed, workers, buffer=buffer, rank=rank, world_size=world)
+    loader.batch_sampler.sampler.set_epoch(epoch)  # what Lightning calls each epoch
     seen, wavs = [], []
-    for batch in DataLoader(ds, batch_size=2, num_workers=workers):
+    for batch in loader:
         seen += batch["index"].tolist()
-        wavs.append(batch["wav"])
-    return seen, torch.cat(wavs)
+        wavs.append(batch["wav"].numpy())
+    return seen, np.concatenate(wavs)
 
 
-def test_stream_sees_every_clip_once_per_epoch_across_ranks_and_workers(shards):
-    wavs, sp = read_split(shards, "train")
+def test_shuffle_covers_every_clip_once_per_epoch_across_shards_ranks_and_workers(
+        shards, tiny_data_config):
+    cfg = replace(tiny_data_config, train_folds=[1, 2], valid_folds=[3], test_folds=[4])
+    arrays = load_split(load_dataset(shards, cfg), "train", cfg, SR)  # 16 clips, 6 shards
+    ds = _Indexed(arrays)
+    full = np.asarray(arrays.wavs)  # (N, S)
     orders = []
     for epoch in (0, 1):
         seen = []
         for rank in (0, 1):
-            idx, got = _stream(shards, rank, epoch, workers=2)
-            assert len(idx) == len(sp) // 2  # equal steps on both ranks
-            np.testing.assert_array_equal(got.numpy(), wavs[idx])  # the right audio
+            idx, got = _epoch(ds, rank, epoch, workers=2)
+            assert len(idx) == len(arrays) // 2  # 16 clips: 8 per rank, equal steps
+            np.testing.assert_array_equal(got, full[idx])  # the right audio for each index
+            assert idx == _epoch(ds, rank, epoch, workers=0)[0]  # any number of workers
             seen += idx
-        assert sorted(seen) == list(range(len(sp)))  # exactly once
+        assert sorted(seen) == list(range(len(arrays)))  # every clip exactly once
         orders.append(seen)
     assert orders[0] != orders[1]  # reshuffled each epoch
-    first = epoch_order([3, 3, 3, 3, 3, 1], seed=3, epoch=0, shuffle=True)[:, 0]
-    assert first[0] != 0 or first[3] != 1  # shard order is permuted, not 0, 1, 2, ...
+    assert _epoch(ds, 0, 1, workers=0)[0] == orders[1][:8]  # identical for a seed
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    loader = clip_loader(ds, 2, True, 3, 0, buffer=4, rank=0, world_size=2)
+    _set_sampler_epoch(loader, 1)  # how Lightning's fit loop reaches set_epoch
+    assert [i for b in loader for i in b["index"].tolist()] == orders[1][:8]
+    assert _epoch(ds, 0, 1, workers=0, seed=4)[0] != orders[1][:8]
 
 
-def test_stream_pads_ranks_evenly_and_checks_the_folder(shards, tmp_path):
-    ds = [ShardStream(shards, "valid", shuffle=False, rank=r, world_size=3) for r in range(3)]
-    n = len(read_split(shards, "valid")[1])  # 8 clips over 3 ranks: 3 each, one repeated
-    assert [len(d) for d in ds] == [-(-n // 3)] * 3
-    assert sorted({i for d in ds for i in (x["index"] for x in d)}) == list(range(n))
-    with pytest.raises(DataError, match="l2i prepare"):
-        ShardStream(tmp_path, "train")
-    (tmp_path / "index.json").write_text(json.dumps({"format": "other"}))
-    with pytest.raises(DataError, match="format"):
-        ShardStream(tmp_path, "train")
+def test_the_order_runs_through_shards_and_a_bounded_buffer():
+    groups = np.repeat(np.arange(6), 10)  # 6 shards of 10 clips
+    order = epoch_order(60, seed=0, epoch=0, buffer=4, groups=groups)
+    assert sorted(order.tolist()) == list(range(60))
+    plain = epoch_order(60, seed=0, epoch=0, buffer=1, groups=groups)  # no buffer
+    runs = groups[plain].reshape(6, 10)
+    assert (runs == runs[:, :1]).all()  # without a buffer: shard after shard, rows permuted
+    assert runs[:, 0].tolist() != list(range(6))  # in a permuted shard order
+    # the buffer mixes neighbours: a clip comes out at most `buffer` places earlier
+    pos = np.empty(60, dtype=int)
+    pos[order] = np.arange(60)
+    assert order.tolist() != plain.tolist()
+    assert (pos[plain] >= np.arange(60) - 4).all()
+    assert np.array_equal(order, epoch_order(60, seed=0, epoch=0, buffer=4, groups=groups))
+    assert not np.array_equal(order, epoch_order(60, seed=0, epoch=1, buffer=4, groups=groups))
+    # buffer 0: one global permutation, the one DistributedSampler / EpochShuffleSampler draw
+    gen = torch.Generator().manual_seed(5 + 2)
+    assert epoch_order(60, seed=5, epoch=2).tolist() == torch.randperm(60, generator=gen).tolist()
+    assert buffer_shuffle(np.arange(50), 8, np.random.default_rng(0)).tolist() != list(range(50))
+
+
+def test_ddp_ranks_are_disjoint_and_padded_evenly():
+    for world in (2, 3):
+        parts = [ClipBatchSampler(8, 2, shuffle=False, rank=r, world_size=world)
+                 for r in range(world)]
+        got = [[i for b in p for i in b] for p in parts]
+        assert [len(p) for p in parts] == [len(list(p)) for p in parts]  # __len__ is right
+        assert {len(g) for g in got} == {-(-8 // world)}  # equal steps on every rank
+        if world == 2:
+            assert set(got[0]).isdisjoint(got[1]) and sorted(got[0] + got[1]) == list(range(8))
+        else:  # 8 clips over 3 ranks: 3 each, one clip repeated (wrap, as DistributedSampler)
+            assert sorted({i for g in got for i in g}) == list(range(8))
+    one = ClipBatchSampler(5, 2, shuffle=True, seed=1, drop_single=True, rank=0, world_size=1)
+    assert [len(b) for b in one] == [2, 2] and len(one) == 2  # a lone last clip is dropped
 
 
 def test_a_shards_folder_is_a_data_folder(shards, tiny_dataset, tiny_data_config):
@@ -116,3 +172,29 @@ def test_a_shards_folder_is_a_data_folder(shards, tiny_dataset, tiny_data_config
     np.testing.assert_array_equal(batch["wav"].numpy(), np.asarray(train.wavs)[[3, 0, 5]])
     with pytest.raises(DataError, match="re-run l2i prepare"):
         load_split(sh, "train", cfg, 16000)
+
+
+def test_a_raw_dataset_is_decoded_once_into_shards_and_reused(tiny_dataset, tiny_data_config,
+                                                               tmp_path):
+    from l2i.shards import training_index
+
+    cfg, cache = tiny_data_config, tmp_path / "cache"
+    index = training_index(tiny_dataset, cfg, SR, cache)
+    assert index.shards is not None  # the stage reads shards, written once into its cache
+    (folder,) = cache.glob("shards-*")
+    ref = load_dataset(tiny_dataset, cfg)
+    for split in ("train", "valid", "test"):  # the same clips, order and audio as decoding
+        got, want = load_split(index, split, cfg, SR), load_split(ref, split, cfg, SR,
+                                                                  progress=False)
+        assert got.ids == want.ids and np.array_equal(got.labels, want.labels)
+        np.testing.assert_array_equal(np.asarray(got.wavs), np.asarray(want.wavs))
+    stamp = (folder / "index.json").stat().st_mtime_ns
+    training_index(tiny_dataset, cfg, SR, cache)  # reused while files and settings hold
+    assert (folder / "index.json").stat().st_mtime_ns == stamp
+    training_index(tiny_dataset, replace(cfg, normalize="none"), SR, cache)
+    (other,) = cache.glob("shards-*")  # another setting: decoded afresh, the old one removed
+    assert other != folder
+    # random crops need the whole clips: decoded as before, into the stage's audio cache
+    crops = training_index(tiny_dataset, replace(cfg, crop="random"), SR, tmp_path / "c2",
+                           random_crop=True)
+    assert crops.shards is None and not list((tmp_path / "c2").glob("shards-*"))

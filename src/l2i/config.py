@@ -80,7 +80,10 @@ class DataConfig:
     duration_s: float | None = 5.0  # clip length after crop/pad; None keeps each file's length
     crop: Literal["start", "center", "random"] = "start"  # how longer files are cut
     normalize: Literal["peak", "none"] = "peak"  # peak: x / (max|x| + eps)
-    cache: bool = True  # decode + resample once into memory-mapped arrays
+    cache: bool = True  # decode + resample once (into shards, l2i.shards.training_index)
+    # training order: 0 = one global permutation per epoch; N > 0 = shard order permuted, clips
+    # permuted in each shard, then a shuffle buffer of N clips (reads stay within a few shards)
+    shuffle_buffer: int = 0
 
 
 @dataclass

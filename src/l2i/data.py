@@ -587,9 +587,12 @@ def _decode_all(clips: list[Clip], decode, out, skip: set[str], check_only: bool
 
 
 def _raise_errors(errors: list[str], split: str) -> None:
+    """One DataError listing the first ``MAX_LISTED`` errors; ``split``: a split's name, or
+    ``"dataset"`` for the whole of it."""
     shown = "\n".join(f"  - {e}" for e in sorted(errors)[:MAX_LISTED])
     more = f"\n  ... and {len(errors) - MAX_LISTED} more" if len(errors) > MAX_LISTED else ""
-    raise DataError(f"{len(errors)} clip(s) of the {split} split cannot be used:\n{shown}{more}")
+    where = "the dataset" if split == "dataset" else f"the {split} split"
+    raise DataError(f"{len(errors)} clip(s) of {where} cannot be used:\n{shown}{more}")
 
 
 def _finish_variable(out: list[np.ndarray], path: Path | None) -> list[np.ndarray]:

@@ -218,6 +218,29 @@ def _train_interpreter(cfg: C.L2IRecipe) -> None:
     train_interpreter(replace(cfg, trainer=_resumable(cfg.trainer, Path(cfg.output_folder))))
 
 
+def _prepare(cfg: C.PrepareRecipe) -> None:
+    from l2i.prepare import prepare
+    print(prepare(cfg), flush=True)
+
+
+def _prepare_stage(source: str | Path, out: Path, data: C.DataConfig, sample_rate: int,
+                   needs: tuple[str, ...], extra: dict[str, Any]) -> Stage | None:
+    """The stage that decodes the dataset once into ``out/shards`` (float32: the values every
+    stage decoded for itself before), the data folder of every training stage; None when the
+    training stages cannot read shards (:func:`l2i.shards.streamable`: variable-length clips,
+    random crops, ``data.cache: false``), which then read ``source`` as before."""
+    from l2i.shards import streamable
+
+    if not streamable(data, random_crop=True):
+        return None
+    shards = out / "shards"
+    cfg = C.PrepareRecipe(data_folder=str(source), output_folder=str(shards), data=data,
+                          sample_rate=int(sample_rate), dtype="float32", progress=False)
+    return Stage(PREPARE, shards, shards / "index.json", lambda: _prepare(cfg), cfg, needs,
+                 ("data_folder", "progress"), extra, outputs=(shards,),
+                 record=out / "shards.stage.json")  # l2i prepare writes into an empty folder
+
+
 def _evaluate(cfg: C.EvaluateRecipe) -> None:
     from l2i.evaluation import evaluate
     evaluate(cfg)
@@ -232,9 +255,10 @@ def _device_overrides(device: str) -> dict[str, Any]:
     return {"trainer.device": device}
 
 
-SYNTH, CLASSIFIER, NMF, L2I, EVALUATE, REPORT = (
-    "synthesise dataset", "train classifier", "learn NMF dictionary", "train L2I interpreter",
-    "evaluate on the test fold", "write report")
+SYNTH, PREPARE, CLASSIFIER, NMF, L2I, EVALUATE, REPORT = (
+    "synthesise dataset", "decode the audio once (shards)", "train classifier",
+    "learn NMF dictionary", "train L2I interpreter", "evaluate on the test fold",
+    "write report")
 
 
 def _report_stage(out: Path, needs: tuple[str, ...]) -> Stage:
@@ -253,7 +277,9 @@ def demo(cfg: C.DemoRecipe) -> str:
     C.save_config(cfg, out / "config.yaml")
     rec = recipes_folder() / "demo"
     data = out / "data"
-    common = {"data_folder": str(data)}
+    base = C.load_config(C.ClassifierRecipe, rec / "classifier.yaml")
+    prep = _prepare_stage(data, out, base.data, base.features.sample_rate, (SYNTH,), {})
+    common = {"data_folder": str(prep.folder if prep else data)}  # the training stages' data
     clf = C.load_config(C.ClassifierRecipe, rec / "classifier.yaml", {
         **common, "output_folder": str(out / "classifier"), **_device_overrides(cfg.device),
         "trainer.seed": cfg.seed})
@@ -264,23 +290,26 @@ def demo(cfg: C.DemoRecipe) -> str:
         **common, "output_folder": str(out / "l2i"), **_device_overrides(cfg.device),
         "classifier_ckpt": str(out / "classifier" / "classifier.ckpt"),
         "nmf": str(out / "nmf" / "nmf.pt"), "trainer.seed": cfg.seed})
-    ev = C.load_config(C.EvaluateRecipe, None, {
-        "ckpt": str(out / "l2i" / "l2i.ckpt"), **common, "output_folder": str(out / "eval"),
+    ev = C.load_config(C.EvaluateRecipe, None, {  # the synthetic folder: its true events
+        "ckpt": str(out / "l2i" / "l2i.ckpt"), "data_folder": str(data),
+        "output_folder": str(out / "eval"),
         "data.train_folds": l2i.data.train_folds, "data.valid_folds": l2i.data.valid_folds,
         "data.test_folds": l2i.data.test_folds, "device": cfg.device, "seed": cfg.seed,
         "n_examples": DEMO_EXAMPLES})
     synth = C.SynthRecipe(output_folder=str(data), n_per_class=cfg.n_per_class, seed=cfg.seed,
                           sample_rate=clf.features.sample_rate)
     paths = ("data_folder", "classifier_ckpt", "nmf", "ckpt", "classifier_recipe", "nmf_recipe")
+    src = (PREPARE,) if prep else (SYNTH,)
     run_stages([
         Stage(SYNTH, data, data / "meta" / "esc50.csv", lambda: print(synthesize_dataset(synth)),
               synth),
+        *([prep] if prep else []),
         Stage(CLASSIFIER, out / "classifier", out / "classifier" / "classifier.ckpt",
-              lambda: _train_classifier(clf), clf, (SYNTH,), paths, resumable=True),
-        Stage(NMF, out / "nmf", out / "nmf" / "nmf.pt", lambda: _train_nmf(nmf), nmf, (SYNTH,),
+              lambda: _train_classifier(clf), clf, src, paths, resumable=True),
+        Stage(NMF, out / "nmf", out / "nmf" / "nmf.pt", lambda: _train_nmf(nmf), nmf, src,
               paths),
         Stage(L2I, out / "l2i", out / "l2i" / "l2i.ckpt", lambda: _train_interpreter(l2i), l2i,
-              (SYNTH, CLASSIFIER, NMF), paths, resumable=True),
+              (*src, CLASSIFIER, NMF), paths, resumable=True),
         Stage(EVALUATE, out / "eval", out / "eval" / "metrics.json", lambda: _evaluate(ev), ev,
               (SYNTH, L2I), paths),
         _report_stage(out, (CLASSIFIER, NMF, L2I, EVALUATE)),
@@ -307,12 +336,15 @@ def run_pipeline(cfg: C.L2IRecipe) -> str:
                           "folder or a folder per class)")
     out = Path(cfg.output_folder)
     out.mkdir(parents=True, exist_ok=True)
-    shared = {"data_folder": cfg.data_folder}
     data_over = {f"data.{k}": v for k, v in C.to_dict(cfg.data).items()}
     paths = ("data_folder", "classifier_ckpt", "nmf", "ckpt", "classifier_recipe", "nmf_recipe",
              "init")
     data_id = {"data_folder": str(Path(cfg.data_folder).resolve())}
-    stages: list[Stage] = []
+    sr = _run_sample_rate(cfg)
+    prep = _prepare_stage(cfg.data_folder, out, cfg.data, sr, (), data_id) if sr else None
+    stages: list[Stage] = [prep] if prep else []
+    src = (PREPARE,) if prep else ()
+    shared = {"data_folder": str(prep.folder) if prep else cfg.data_folder}
     clf_ckpt, nmf_path = cfg.classifier_ckpt, cfg.nmf
     l2i_extra = dict(data_id)
     features = None
@@ -325,7 +357,7 @@ def run_pipeline(cfg: C.L2IRecipe) -> str:
         features = clf.features
         clf_ckpt = str(out / "classifier" / "classifier.ckpt")
         stages.append(Stage(CLASSIFIER, out / "classifier", Path(clf_ckpt),
-                            lambda: _train_classifier(clf), clf, (), paths, data_id,
+                            lambda: _train_classifier(clf), clf, src, paths, data_id,
                             resumable=True))
     else:
         l2i_extra["classifier_ckpt"] = _given_file(clf_ckpt)
@@ -339,11 +371,12 @@ def run_pipeline(cfg: C.L2IRecipe) -> str:
         nmf = C.load_config(C.NMFRecipe, cfg.nmf_recipe, over)
         nmf_path = str(out / "nmf" / "nmf.pt")
         nmf_extra = {**data_id, **({"init": _given_file(nmf.init)} if nmf.init else {})}
-        stages.append(Stage(NMF, out / "nmf", Path(nmf_path), lambda: _train_nmf(nmf), nmf, (),
+        stages.append(Stage(NMF, out / "nmf", Path(nmf_path), lambda: _train_nmf(nmf), nmf, src,
                             paths, nmf_extra))
     else:
         l2i_extra["nmf"] = _given_file(nmf_path)
-    l2i = replace(cfg, output_folder=str(out / "l2i"), classifier_ckpt=clf_ckpt, nmf=nmf_path)
+    l2i = replace(cfg, output_folder=str(out / "l2i"), classifier_ckpt=clf_ckpt, nmf=nmf_path,
+                  data_folder=shared["data_folder"])
     ev = C.EvaluateRecipe(ckpt=str(out / "l2i" / "l2i.ckpt"), data_folder=cfg.data_folder,
                           output_folder=str(out / "eval"), data=cfg.data,
                           device=cfg.trainer.device, seed=cfg.trainer.seed)
@@ -357,6 +390,16 @@ def run_pipeline(cfg: C.L2IRecipe) -> str:
     ]
     run_stages(stages)
     return _summary(out)
+
+
+def _run_sample_rate(cfg: C.L2IRecipe) -> int | None:
+    """The sample rate ``l2i run`` decodes the shards at: the trained classifier's features,
+    else the trained NMF's; None when both are given (L2I then decodes for itself)."""
+    if not cfg.classifier_ckpt and not cfg.classifier.module and cfg.classifier_recipe:
+        return C.load_config(C.ClassifierRecipe, cfg.classifier_recipe).features.sample_rate
+    if not cfg.nmf and cfg.nmf_recipe:
+        return C.load_config(C.NMFRecipe, cfg.nmf_recipe).features.sample_rate
+    return None
 
 
 def _summary(out: Path) -> str:

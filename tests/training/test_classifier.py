@@ -179,10 +179,17 @@ def test_ctrl_c_exits_130_with_a_resume_hint_then_resume(tmp_path, tiny_dataset,
 
 
 def test_same_seed_same_weights(tmp_path, tiny_dataset, tiny_features):
-    """Seed-deterministic on CPU, augmentation included."""
+    """Seed-deterministic on CPU, augmentation included; the same from the dataset's folder
+    and from its (float32) shards, which hold the same clips in the same order."""
+    from l2i.data import load_dataset
+    from l2i.shards import write_shards
+
+    data = _recipe(tiny_dataset, tmp_path, tiny_features).data
+    shards = write_shards(load_dataset(tiny_dataset, data), data, tiny_features.sample_rate,
+                          tmp_path / "shards", clips_per_shard=5, dtype="float32")
     states = []
-    for name in ("a", "b"):
-        cfg = _recipe(tiny_dataset, tmp_path / name, tiny_features, epochs=1)
+    for name, folder in (("a", tiny_dataset), ("b", shards)):
+        cfg = _recipe(folder, tmp_path / name, tiny_features, epochs=1)
         cfg.augment.time_shift, cfg.augment.mixup_alpha, cfg.augment.time_masks = 0.3, 0.4, 2
         train_classifier(cfg)
         states.append(torch.load(tmp_path / name / "classifier.ckpt", weights_only=True))

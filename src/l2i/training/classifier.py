@@ -214,16 +214,17 @@ def collate(batch: list[tuple[Tensor, int, int]]) -> tuple[Tensor, Tensor, Tenso
     return wavs, labels, idx
 
 
-def _loader(arrays: Any, batch_size: int, shuffle: bool, workers: int, seed: int) -> Any:
-    from torch.utils.data import DataLoader
-
+def _loader(arrays: Any, batch_size: int, shuffle: bool, workers: int, seed: int,
+            buffer: int = 0, whole: bool = False) -> Any:
+    """Batches of ``arrays`` (ClipArrays) by :func:`l2i.training.common.clip_loader`: order
+    by ``(seed, epoch)`` (``buffer``: ``data.shuffle_buffer``), split between DDP ranks unless
+    ``whole``; a training batch of a single clip is dropped (batch norm)."""
     from l2i.data import WaveDataset
-    n = len(arrays)
-    return DataLoader(WaveDataset(arrays), batch_size=batch_size, shuffle=shuffle,
-                      num_workers=workers, collate_fn=collate,
-                      drop_last=shuffle and n > batch_size and n % batch_size == 1,
-                      generator=torch.Generator().manual_seed(seed) if shuffle else None,
-                      persistent_workers=workers > 0)
+    from l2i.training.common import clip_loader
+
+    one = {"rank": 0, "world_size": 1} if whole else {}
+    return clip_loader(WaveDataset(arrays), batch_size, shuffle, seed, workers, buffer,
+                       collate=collate, drop_single=shuffle, **one)
 
 
 @torch.no_grad()
@@ -232,7 +233,7 @@ def predict(model: AudioClassifier, arrays: Any, features: FeaturesConfig, batch
     """Logits of every clip of ``arrays`` (ClipArrays), ``(N, C)`` float32, model in eval."""
     model = model.to(device).eval()
     out = []
-    for wav, _, _ in _loader(arrays, batch_size, False, 0, 0):
+    for wav, _, _ in _loader(arrays, batch_size, False, 0, 0, whole=True):
         logits, _ = model(magnitude(stft(wav.to(device), features)))  # (B, C)
         out.append(logits.float().cpu())
     return torch.cat(out).numpy()
@@ -293,8 +294,14 @@ def peak_rss_mb() -> float:
 # --------------------------------------------------------------------------- commands
 def train_classifier(cfg: ClassifierRecipe) -> str:
     """``l2i train-classifier RECIPE --data_folder D --output_folder O``; returns a summary."""
-    from l2i.data import load_dataset, load_split, with_absolute_data_folder
-    from l2i.training.common import build_trainer, fit, resume_checkpoint, world_size
+    from l2i.data import load_split, with_absolute_data_folder
+    from l2i.shards import training_index
+    from l2i.training.common import (
+        build_trainer,
+        fit,
+        resume_checkpoint,
+        world_size,
+    )
 
     if not cfg.data_folder:
         raise ConfigError("data_folder is empty: pass --data_folder DATA")
@@ -306,8 +313,8 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
     ckpt_path = resume_checkpoint(out, cfg.trainer, final=FINAL, config=cfg)
     t_start = time.perf_counter()
     sr, cache = cfg.features.sample_rate, out / "cache"
-    index = load_dataset(cfg.data_folder, cfg.data, sample_rate=sr, cache_dir=cache,
-                         random_crop=True, progress=cfg.trainer.progress)  # all checks at once
+    index = training_index(cfg.data_folder, cfg.data, sr, cache, random_crop=True,
+                           progress=cfg.trainer.progress)  # all checks at once; shards
     if cfg.trainer.progress:
         print(index.summary(), flush=True)
     splits = {s: load_split(index, s, cfg.data, sr, cache, progress=cfg.trainer.progress,
@@ -320,14 +327,16 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
     L.seed_everything(tr.seed, workers=True, verbose=False)  # the initial weights too
     model = build_classifier(cfg.model, cfg.features, index.n_classes,
                              class_names=index.class_names)
-    train_dl = _loader(splits["train"], tr.batch_size, True, tr.num_workers, tr.seed)
+    buffer = cfg.data.shuffle_buffer
+    train_dl = _loader(splits["train"], tr.batch_size, True, tr.num_workers, tr.seed, buffer)
     valid_dl = _loader(splits["valid"], tr.batch_size, False, tr.num_workers, tr.seed)
-    steps = max(1, math.ceil(len(train_dl) / world_size(tr)))  # DDP: all nodes' processes
+    per_rank = math.ceil(len(splits["train"]) / world_size(tr))  # DDP: all nodes' processes
+    steps = max(1, per_rank // tr.batch_size + (per_rank % tr.batch_size > 1))  # as the loader
     if tr.limit_batches is not None:
         steps = max(1, int(tr.limit_batches) if tr.limit_batches > 1
                     else int(steps * tr.limit_batches))
     module = ClassifierModule(model, cfg, steps)
-    trainer = build_trainer(tr, out, MONITOR, "max")
+    trainer = build_trainer(tr, out, MONITOR, "max", distributed_sampler=False)
     fit(trainer, module, train_dl, valid_dl, ckpt_path, out)
     if not trainer.is_global_zero:
         return ""

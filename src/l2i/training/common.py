@@ -39,12 +39,15 @@ LAST_CKPT = "last.ckpt"
 
 # --------------------------------------------------------------------------- trainer
 def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, monitor: str,
-                  mode: str, extra_callbacks: Sequence[Any] = ()) -> Any:
+                  mode: str, extra_callbacks: Sequence[Any] = (),
+                  distributed_sampler: bool = True) -> Any:
     """A ``lightning.Trainer`` writing into ``output_folder``.
 
     ``monitor``/``mode`` (``"max"`` or ``"min"``) choose the best checkpoint, saved as
     ``checkpoints/best-epochNNN.ckpt`` next to ``checkpoints/last.ckpt`` (every epoch, for
-    resuming). Seeds everything with ``trainer.seed`` first.
+    resuming). Seeds everything with ``trainer.seed`` first. ``distributed_sampler``: let
+    Lightning put a DistributedSampler into the loaders under DDP (False for the
+    :func:`clip_loader` loaders, which split by rank themselves).
     """
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
@@ -111,7 +114,7 @@ def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, 
         callbacks=callbacks, logger=loggers, default_root_dir=str(out),
         enable_progress_bar=trainer_cfg.progress, enable_model_summary=trainer_cfg.progress,
         limit_train_batches=limit, limit_val_batches=limit,
-        num_sanity_val_steps=0, log_every_n_steps=10,
+        num_sanity_val_steps=0, log_every_n_steps=10, use_distributed_sampler=distributed_sampler,
     )
 
 
@@ -191,6 +194,38 @@ class EpochShuffleSampler(torch.utils.data.RandomSampler):
     def __iter__(self) -> Any:
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
         return iter(torch.randperm(len(self.data_source), generator=gen).tolist())
+
+
+def clip_loader(ds: Any, batch_size: int, shuffle: bool, seed: int, workers: int = 0,
+                buffer: int = 0, collate: Any = None, drop_single: bool = False,
+                rank: int | None = None, world_size: int | None = None) -> Any:
+    """A DataLoader over ``ds`` (a map-style dataset of clips) in batches of
+    :class:`l2i.shards.ClipBatchSampler`: the order depends only on ``(seed, epoch)``, is the
+    same for any ``workers``, and is split between DDP ranks (train with
+    ``build_trainer(..., distributed_sampler=False)``).
+
+    ``buffer``: 0 shuffles globally (the permutation of :class:`EpochShuffleSampler`); > 0
+    shards first, then a shuffle buffer of that many clips (``data.shuffle_buffer``), for
+    datasets whose clips sit in shards (``ds.wavs`` a :class:`l2i.shards.ShardedArray`: reads
+    stay within a few shards at a time). A dataset with ``__getitems__`` reads each batch in
+    one call (its ``collate`` then has nothing left to do).
+    """
+    from torch.utils.data import DataLoader
+
+    from l2i.shards import ClipBatchSampler, ShardedArray
+
+    wavs = getattr(ds, "wavs", getattr(getattr(ds, "arrays", None), "wavs", None))
+    groups = wavs.file_index if isinstance(wavs, ShardedArray) else None
+    sampler = ClipBatchSampler(len(ds), batch_size, shuffle=shuffle, seed=seed, buffer=buffer,
+                               groups=groups, rank=rank, world_size=world_size,
+                               drop_single=drop_single)
+    return DataLoader(ds, batch_sampler=sampler, collate_fn=collate or _batch_as_is,
+                      num_workers=workers, persistent_workers=workers > 0)
+
+
+def _batch_as_is(batch: Any) -> Any:
+    """The datasets build whole batches in ``__getitems__``: nothing left to collate."""
+    return batch
 
 
 def early_stop_info(trainer: Any) -> dict[str, Any]:
@@ -367,7 +402,7 @@ configure_optim = configure_optimizers
 resume_path = resume_checkpoint
 
 __all__ = ["build_trainer", "torchrun_layout", "world_size",
-           "EpochShuffleSampler", "best_checkpoint_path", "early_stop_info", "fit",
+           "EpochShuffleSampler", "clip_loader", "best_checkpoint_path", "early_stop_info", "fit",
            "TrainingInterrupted", "resume_hint", "discard_run",
            "resume_checkpoint", "configure_optimizers", "configure_optim", "resume_path",
            "CHECKPOINT_DIR", "LAST_CKPT"]

@@ -482,9 +482,9 @@ def check_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, dict, Any]:
     index)``. With ``classifier.module`` set the classifier is built from code
     (:func:`_code_classifier`); otherwise it comes from ``classifier_ckpt``.
     """
-    from l2i.data import load_dataset
     from l2i.models import load_classifier
     from l2i.nmf import check_stated_features, load_dictionary
+    from l2i.shards import training_index
 
     code = bool(cfg.classifier.module)
     if not code and not cfg.classifier_ckpt:
@@ -511,7 +511,9 @@ def check_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, dict, Any]:
     W, nmf_features = load_dictionary(cfg.nmf)
     if code:
         record, classifier, info = _code_classifier(cfg, nmf_features)
-        index = load_dataset(cfg.data_folder, cfg.data)
+        index = training_index(cfg.data_folder, cfg.data, info.features.sample_rate,
+                               Path(cfg.output_folder) / "cache" / "audio",
+                               progress=cfg.trainer.progress)
         if classifier.class_names == [f"class_{i}" for i in range(classifier.n_classes)] \
                 and index.n_classes == classifier.n_classes:  # unnamed: the dataset's names
             classifier.class_names = info.class_names = list(index.class_names)
@@ -536,10 +538,9 @@ def check_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, dict, Any]:
                        f"{info.features.n_freq}: learn the dictionary with the same n_fft")
     check_stated_features(cfg.nmf, W, nmf_features, info.features, cfg.nmf_sample_rate,
                           cfg.nmf_n_fft, option="nmf")
-    index = load_dataset(cfg.data_folder, cfg.data, progress=cfg.trainer.progress,
-                         n_classes=info.n_classes,
-                         sample_rate=info.features.sample_rate if _rank() == 0 else None,
-                         cache_dir=Path(cfg.output_folder) / "cache" / "audio")
+    index = training_index(cfg.data_folder, cfg.data, info.features.sample_rate,
+                           Path(cfg.output_folder) / "cache" / "audio",
+                           progress=cfg.trainer.progress, n_classes=info.n_classes)
     return record, classifier, W, info, index
 
 
@@ -633,6 +634,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     from l2i.training.common import (
         best_checkpoint_path,
         build_trainer,
+        clip_loader,
         early_stop_info,
         fit,
         resume_checkpoint,
@@ -708,8 +710,12 @@ def train_interpreter(cfg: L2IRecipe) -> str:
 
     datasets = {s: dataset(s) for s in ("train", "valid", "test")}
     bs, nw = trainer_cfg.batch_size, trainer_cfg.num_workers
-    train_loader = make_loader(datasets["train"], bs, True, nw)
-    valid_loader = make_loader(datasets["valid"], bs, False, nw)
+
+    def loader(split: str, shuffle: bool, workers: int, **one: Any) -> DataLoader:
+        return clip_loader(datasets[split], bs, shuffle, trainer_cfg.seed, workers,
+                           buffer=cfg.data.shuffle_buffer, **one)  # split between DDP ranks
+
+    train_loader, valid_loader = loader("train", True, nw), loader("valid", False, nw)
     noise = None
     if noisy:
         from l2i.noise import NoiseBank
@@ -722,7 +728,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
 
     timer = BestTimer(t0)
     trainer = build_trainer(trainer_cfg, out, monitor=MONITOR, mode="max",
-                            extra_callbacks=[timer])
+                            extra_callbacks=[timer], distributed_sampler=False)
     t_fit = time.time()
     fit(trainer, module, train_loader, valid_loader, ckpt_path, out)
     fit_seconds = time.time() - t_fit
@@ -736,8 +742,8 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     eval_device = resolve_device(trainer_cfg.device)
     metrics: dict[str, Any] = {}
     for split in ("valid", "test"):
-        loader = make_loader(datasets[split], bs, False, 0)
-        for k, v in evaluate_split(module, loader, eval_device).items():
+        whole = loader(split, False, 0, rank=0, world_size=1)
+        for k, v in evaluate_split(module, whole, eval_device).items():
             metrics[f"{split}/{k}"] = v
     module.to("cpu")
     metrics.update({

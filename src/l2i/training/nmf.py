@@ -83,6 +83,31 @@ def subsample(frames: np.ndarray, max_frames: int | None, seed: int) -> np.ndarr
     return frames[idx]
 
 
+def training_frames(wavs: Any, features: FeaturesConfig, device: torch.device | str,
+                    max_frames: int | None, seed: int, out_path: str | os.PathLike | None = None,
+                    batch: int = 16) -> np.ndarray:
+    """``subsample(spectrogram_frames(wavs, ...), max_frames, seed)``, ``(n, F)``, computed
+    ``batch`` clips at a time keeping only the drawn frames when the clips have one length
+    (``wavs (N, S)``, e.g. shards): host memory holds ``max_frames`` frames, not every frame
+    of the split (the same rows, bit for bit)."""
+    fixed = getattr(wavs, "ndim", 1) == 2 and len(wavs)
+    per_clip = n_frames(wavs.shape[1], features) if fixed else 0
+    total = per_clip * len(wavs) if fixed else 0
+    if not fixed or max_frames is None or max_frames >= total:
+        return subsample(spectrogram_frames(wavs, features, device, out_path=out_path),
+                         max_frames, seed)
+    idx = np.sort(np.random.default_rng(seed).choice(total, max_frames, replace=False))
+    out = np.empty((max_frames, features.n_freq), np.float32)
+    clip_of = idx // per_clip  # (max_frames,) the clip of each drawn frame
+    for start in range(0, len(wavs), batch):
+        lo, hi = np.searchsorted(clip_of, [start, start + batch])
+        if lo == hi:
+            continue  # no frame drawn from these clips: not even read
+        frames = spectrogram_frames(wavs[start:start + batch], features, device)  # (b T, F)
+        out[lo:hi] = frames[idx[lo:hi] - start * per_clip]
+    return out
+
+
 def train_nmf(cfg: NMFRecipe) -> str:
     """Learn the dictionary of ``cfg`` (or import ``cfg.init``) and write the outputs.
 
@@ -90,8 +115,9 @@ def train_nmf(cfg: NMFRecipe) -> str:
     ``nmf.pt`` (choose a new folder or delete it: a dictionary is never silently replaced, since
     interpreters trained on it would no longer match).
     """
-    from l2i.data import load_dataset, load_split, with_absolute_data_folder
+    from l2i.data import load_split, with_absolute_data_folder
     from l2i.device import resolve_device
+    from l2i.shards import training_index
 
     out = Path(cfg.output_folder)
     target = out / "nmf.pt"
@@ -105,14 +131,13 @@ def train_nmf(cfg: NMFRecipe) -> str:
 
     cache = out / "cache" if cfg.data.cache else None
     sr = cfg.features.sample_rate
-    index = load_dataset(cfg.data_folder, cfg.data, sample_rate=sr, cache_dir=cache,
-                         splits=("train", "valid"))
+    index = training_index(cfg.data_folder, cfg.data, sr, cache, splits=("train", "valid"))
     print(index.summary())
     train = load_split(index, "train", cfg.data, sr, cache)
     # mini-batch mode streams the frames from disk: host memory stays bounded
     on_disk = out / "cache" / "frames-train.npy" if cfg.nmf.batch_frames else None
-    frames = subsample(spectrogram_frames(train.wavs, cfg.features, device, out_path=on_disk),
-                       cfg.nmf.max_frames, cfg.nmf.seed)  # (N, F)
+    frames = training_frames(train.wavs, cfg.features, device, cfg.nmf.max_frames,
+                             cfg.nmf.seed, on_disk)  # (N, F)
     valid_frames = None
     if index.valid:
         valid = load_split(index, "valid", cfg.data, sr, cache)
