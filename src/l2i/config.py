@@ -206,6 +206,8 @@ class L2ILossConfig:
     faith_in: float = 0.0  # masked-in M |X| must keep the classifier's decision (CE to c)
     faith_out: float = 0.0  # masked-out (1 - M) |X| must lose it: -log(1 - p_c)
     mask_l1: float = 0.0  # mask size: mean M over (batch, time, freq)
+    faith_clips: int = 0  # the faithfulness terms on the first n clips of each (shuffled)
+    #                       batch only (0 = all): two classifier passes on n clips, not B
 
 
 @dataclass

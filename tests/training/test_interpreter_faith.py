@@ -206,3 +206,18 @@ def artefacts_faith(tmp_path, tiny_dataset, tiny_features):
         "theta: {hidden: 8}\n")
     return {"clf": tmp_path / "classifier.ckpt", "nmf": tmp_path / "nmf.pt",
             "recipe": tmp_path / "l2i.yaml", "data": tiny_dataset}
+
+
+def test_faith_clips_uses_the_first_clips_of_the_batch():
+    interp = _interp()
+    batch = _batch(4)
+    full = L2IModule(interp, L2ILossConfig(faith_in=1.0, faith_out=1.0), TrainerConfig())
+    part = L2IModule(interp, L2ILossConfig(faith_in=1.0, faith_out=1.0, faith_clips=2),
+                     TrainerConfig())
+    first = {k: v[:2] for k, v in batch.items()}
+    a, _ = part.shared_step(batch, False)
+    b, _ = full.shared_step(first, False)
+    assert a["faith_in"].item() == pytest.approx(b["faith_in"].item(), rel=1e-5)
+    assert a["faith_out"].item() == pytest.approx(b["faith_out"].item(), rel=1e-5)
+    with pytest.raises(ConfigError, match="faith_clips"):
+        L2IModule(interp, L2ILossConfig(faith_clips=-1), TrainerConfig())

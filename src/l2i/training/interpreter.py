@@ -396,7 +396,7 @@ class L2IModule(L.LightningModule):
         self.steps_per_epoch = max(1, int(steps_per_epoch))
         self._gen: torch.Generator | None = None
         self._spectrum: tuple[Tensor | None, int | None] = (None, None)
-        bad = [f"loss.{k} = {getattr(loss_cfg, k)}" for k in FAITH_TERMS
+        bad = [f"loss.{k} = {getattr(loss_cfg, k)}" for k in (*FAITH_TERMS, "faith_clips")
                if getattr(loss_cfg, k) < 0]
         if bad:
             raise ConfigError(f"{', '.join(bad)}: faithfulness weights must be >= 0 (0 = off)")
@@ -453,23 +453,35 @@ class L2IModule(L.LightningModule):
         reduced, logits, target = self.inputs(batch, train)
         H, z, theta_logits = self.interp.heads(reduced, target.shape[1])
         recon = self.interp.reconstruct(H)  # (B, T, F)
-        faith = None
-        if self.faithful:
-            pred = logits.argmax(dim=1)  # (B,)
-            out = InterpreterOutput(logits=logits, H=H, theta_logits=theta_logits, z=z)
-            mask = training_mask(out, self.interp.W, self.interp.theta.linear.weight, pred)
-            phase, length = self._spectrum
-            if phase is None and getattr(self.interp.classifier, "needs_phase", False):
-                raise ConfigError("loss.faith_in/faith_out/mask_l1 with a classifier given as "
-                                  "code re-synthesise the masked audio, which needs the "
-                                  "input's phase: the map cache does not hold it, so train "
-                                  "with --cache_maps false")
-            faith = faithfulness_terms(self.interp.classifier, mask, torch.expm1(target),
-                                       pred, self.interp.activation, phase, length)
+        faith = self.faith_step(logits, H, z, theta_logits, target) if self.faithful else None
         terms = l2i_loss(recon, target, H, theta_logits, logits, self.loss_cfg,
                          self.interp.activation, faith)
         return terms, {"theta_logits": theta_logits, "logits": logits, "target": target,
                        "H": H, "recon": recon}
+
+    def faith_step(self, logits: Tensor, H: Tensor, z: Tensor, theta_logits: Tensor,
+                   target: Tensor) -> dict[str, Tensor]:
+        """:func:`faithfulness_terms` of :func:`training_mask` for the classifier's prediction.
+
+        ``logits (B, C)`` the classifier's on ``|X|``; ``H (B, K, T)``, ``z (B, K)``,
+        ``theta_logits (B, C)`` psi's and theta's; ``target (B, T, F)`` = ``log1p|X|`` (so
+        ``|X| = expm1(target)``, also from the cache).
+        ``loss.faith_clips = n`` keeps the first n clips of the (shuffled) batch.
+        """
+        n = self.loss_cfg.faith_clips or logits.shape[0]
+        phase, length = self._spectrum
+        if phase is None and getattr(self.interp.classifier, "needs_phase", False):
+            raise ConfigError("loss.faith_in/faith_out/mask_l1 with a classifier given as "
+                              "code re-synthesise the masked audio, which needs the input's "
+                              "phase: the map cache does not hold it, so train with "
+                              "--cache_maps false")
+        pred = logits[:n].argmax(dim=1)  # (n,)
+        out = InterpreterOutput(logits=logits[:n], H=H[:n], theta_logits=theta_logits[:n],
+                                z=z[:n])
+        mask = training_mask(out, self.interp.W, self.interp.theta.linear.weight, pred)
+        return faithfulness_terms(self.interp.classifier, mask, torch.expm1(target[:n]), pred,
+                                  self.interp.activation,
+                                  None if phase is None else phase[:n], length)
 
     # ------------------------------------------------------------------ lightning hooks
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
