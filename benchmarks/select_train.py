@@ -29,8 +29,19 @@ The rule (written before any figure was seen; docs/benchmarks.md repeats it):
    run, ``--baseline_ckpt``), the first faithfulness setting (1/1/1, started while the demo
    sweep ran) and, the CPU budget allowing one more run that had to start before the demo
    sweep ended, 1/1/1 with the best reconstruction knob of the first demo runs (alpha 50);
-   each trained 12 epochs; the same rule picks the ESC-10 recipe's options. When the demo
+   each trained 12 epochs, and 1/1/1 trained 20 epochs like the base (validation top-1
+   fidelity swings by +-0.06 from epoch to epoch on 80 clips, and the base reached 0.9375
+   only at epoch 18 of 20: 12-epoch runs are not held to its fidelity fairly); the same rule
+   picks the ESC-10 recipe's options. When the demo
    winner is not among them the ESC-10 recipe keeps the better of these and the docs say so.
+
+Cost rule (added when f110 had won the demo sweep, before f110_c4 ran; ``make demo`` must not
+get much slower, and the terms on the full batch cost ~8x per step): the demo recipe takes
+the winner's options with ``loss.faith_clips 4`` (candidate ``f110_c4``) when that candidate,
+ranked with the others, is ahead of every candidate but the winner; else the winner as is.
+
+Dropped for the CPU budget before they ran (each faithfulness run took 5-11 min on the loaded
+demo): mask_l1 2, and 1/1/1 with beta 0.1 or with psi's larger capacity.
 
 The test folds are never read. Prints (and merges into ``--out``) the JSON that
 ``tools/gen_docs.py`` renders into docs/benchmarks.md; ``train_s`` is the loaded-machine wall
@@ -65,14 +76,13 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
         "rec_maps": {"psi.time_resolution": "maps"},
         "f111": FAITH,
         "f110": {"loss.faith_in": 1.0, "loss.faith_out": 1.0},
-        "f112": {**FAITH, "loss.mask_l1": 2.0},
-        "f111_b01": {**FAITH, "loss.beta": 0.1},
-        "f111_cap": {**FAITH, **CAP},
         "f111_c4": {**FAITH, "loss.faith_clips": 4},
         "f111_a50": {**FAITH, "loss.alpha": 50.0},
+        "f110_c4": {"loss.faith_in": 1.0, "loss.faith_out": 1.0, "loss.faith_clips": 4},
     },
     "esc10": {"base": {}, "f111_e12": {**FAITH, "trainer.epochs": 12},
-              "f111_a50_e12": {**FAITH, "loss.alpha": 50.0, "trainer.epochs": 12}},
+              "f111_a50_e12": {**FAITH, "loss.alpha": 50.0, "trainer.epochs": 12},
+              "f111_e20": {**FAITH, "trainer.epochs": 20}},
 }
 RECIPES = {"demo": "recipes/demo/l2i.yaml", "esc10": "recipes/esc50/l2i_conv2d.yaml"}
 FOLDS = {"demo": {}, "esc10": {"data.train_folds": [1, 2], "data.valid_folds": [3],
@@ -104,10 +114,12 @@ def score(stage: str, name: str, ckpt: Path, args: argparse.Namespace) -> dict[s
     from l2i.evaluation import evaluate
 
     out = Path(args.work) / name / "eval_v"
+    th = load_config(L2IRecipe, ROOT / RECIPES[stage]).loss.relevance_th  # today's recipe
     if not (out / "metrics.json").is_file():
         evaluate(EvaluateRecipe(ckpt=str(ckpt), data_folder=args.data_folder,
                                 output_folder=str(out), test_folds=VALID[stage],
-                                baselines=["energy", "ones", "random"], n_examples=0))
+                                baselines=["energy", "ones", "random"], n_examples=0,
+                                relevance_th=th))
     data = json.loads((out / "metrics.json").read_text())
     row = next(v for k, v in data["explainers"].items() if k.startswith("l2i"))
     rec = torch.load(ckpt, map_location="cpu", weights_only=True)
