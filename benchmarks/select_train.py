@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
               "winners": {**old.get("winners", {}), stage: {
                   "candidate": winner, "options": CANDIDATES[stage][winner],
                   "ckpt": rows[winner]["ckpt"]}},
-              "rows": kept + table}
+              "rows": sorted(kept + table, key=lambda r: list(CANDIDATES).index(r["stage"]))}
     return emit(result, args.out)
 
 
