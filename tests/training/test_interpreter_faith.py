@@ -95,8 +95,8 @@ def test_training_mask_uses_the_positive_relevance_as_weights():
     assert m.shape == (1, 3, 2)
     # weights relu([1, -0.5]) = [1, 0]: the share of component 0, 1/2 and 1/4 per bin
     assert torch.allclose(m[0], torch.tensor([[0.5, 0.25]] * 3), atol=1e-6)
-    # halving component 0's relevance relative to the max halves nothing (r_max = 1)...
-    theta_w2 = torch.tensor([[1.0, 2.0]])  # r = [0.5, 1]
+    # r = [0.5, 1]: component 0 counts half (soft weights; a threshold of 0.5 would drop it)
+    theta_w2 = torch.tensor([[1.0, 2.0]])
     m2 = training_mask(out, W, theta_w2, torch.tensor([0]))
     expected = torch.tensor([(0.5 + 1) / 2, (0.5 + 3) / 4])  # soft weights, not a threshold
     assert torch.allclose(m2[0], expected.expand(3, 2), atol=1e-6)
