@@ -193,13 +193,24 @@ class ThetaConfig:
 
 @dataclass
 class L2ILossConfig:
-    """loss = alpha * MSE(W H, log1p|X|) + beta * mean|H| + fid_weight * soft-CE(theta, f/temp)."""
+    """loss = alpha * MSE(W H, log1p|X|) + beta * mean|H| + fid_weight * soft-CE(theta, f/temp)
+    + faith_in * CE(f(M |X|), c) + faith_out * -log(1 - p_c(f((1 - M) |X|))) + mask_l1 * mean M.
+
+    ``M`` is the differentiable training mask (``training.interpreter.training_mask``: the ratio
+    mask with weights ``relu(relevance)``), ``c`` the classifier's prediction on ``|X|``. The
+    faithfulness weights 0 (the default) leave the paper's objective exactly.
+    """
 
     alpha: float = 10.0
     beta: float = 0.8
     fid_weight: float = 1.0
     classifier_temp: float = 1.0
     relevance_th: float = 0.2
+    faith_in: float = 0.0  # masked-in M |X| must keep the classifier's decision (CE to c)
+    faith_out: float = 0.0  # masked-out (1 - M) |X| must lose it: -log(1 - p_c)
+    mask_l1: float = 0.0  # mask size: mean M over (batch, time, freq)
+    faith_clips: int = 0  # the faithfulness terms on the first n clips of each (shuffled)
+    #                       batch only (0 = all): two classifier passes on n clips, not B
 
 
 @dataclass

@@ -66,7 +66,12 @@ from l2i.config import (
 from l2i.device import resolve_device
 from l2i.errors import ConfigError, L2IError
 from l2i.features import features_match, n_frames, stft
-from l2i.interpreter import Interpreter, classifier_threshold, save_interpreter
+from l2i.interpreter import (
+    Interpreter,
+    InterpreterOutput,
+    classifier_threshold,
+    save_interpreter,
+)
 from l2i.metrics import multilabel_fidelity
 from l2i.models.psi import Psi, probe_map_bins
 from l2i.models.theta import Theta
@@ -125,17 +130,102 @@ def topk_hits(theta_logits: Tensor, classifier_logits: Tensor, k: int) -> Tensor
 
 def l2i_loss(recon: Tensor, target: Tensor, H: Tensor, theta_logits: Tensor,
              classifier_logits: Tensor, cfg: L2ILossConfig,
-             activation: str = "softmax") -> dict[str, Tensor]:
+             activation: str = "softmax",
+             faith: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
     """The L2I objective and its parts: ``loss``, ``rec_mse``, ``sparsity``, ``fidelity``.
 
-    ``activation``: the classifier's; ``sigmoid`` uses :func:`binary_fidelity`.
+    ``activation``: the classifier's; ``sigmoid`` uses :func:`binary_fidelity`. ``faith``:
+    the terms of :func:`faithfulness_terms` (added with weights ``cfg.faith_in``,
+    ``cfg.faith_out``, ``cfg.mask_l1``, and reported); None leaves the paper's objective.
     """
     rec = reconstruction_mse(recon, target)
     spa = sparsity_l1(H)
     fidelity = binary_fidelity if activation == "sigmoid" else soft_cross_entropy
     fid = fidelity(theta_logits, classifier_logits, cfg.classifier_temp)
     loss = cfg.alpha * rec + cfg.beta * spa + cfg.fid_weight * fid
-    return {"loss": loss, "rec_mse": rec, "sparsity": spa, "fidelity": fid}
+    out = {"rec_mse": rec, "sparsity": spa, "fidelity": fid}
+    for k, v in (faith or {}).items():
+        loss = loss + getattr(cfg, k) * v
+        out[k] = v
+    return {"loss": loss, **out}
+
+
+# ============================================================================ faithfulness
+def training_mask(interp_out: Any, W: Tensor, theta_weight: Tensor, target: Tensor) -> Tensor:
+    """The differentiable mask of training: the ratio mask with soft weights ``relu(r)``.
+
+    ``M = (W diag(relu(r)) H) / (W H + eps)`` with ``r`` the relevance of each component for
+    ``target`` (:func:`l2i.explain.relevance`, ``w_ck z_k / max_j |w_cj z_j|``) and the ratio
+    mask :func:`l2i.explain.ratio_mask`. Gradients reach psi (through ``H`` and ``z``) and theta
+    (through ``z`` and its weights). The one place the training mask is defined (the final
+    inference mask options route through it).
+
+    Args:
+        interp_out: anything with ``H (B, K, T)`` and ``z (B, K)`` (an
+            :class:`l2i.interpreter.InterpreterOutput`).
+        W: ``(F, K)`` the dictionary; theta_weight: ``(C, K)`` theta's linear weights.
+        target: ``(B,)`` class per clip (the classifier's prediction in training).
+    Returns:
+        ``(B, T, F)`` in [0, 1].
+    """
+    from l2i.explain import ratio_mask, relevance
+
+    weights = F.relu(relevance(theta_weight, interp_out.z, target))  # (B, K)
+    return ratio_mask(W, interp_out.H, weights)
+
+
+def _target_log_probs(logits: Tensor, target: Tensor, activation: str) -> tuple[Tensor, Tensor]:
+    """``(log p_c, log(1 - p_c))`` per clip ``(B,)`` for class ``target (B,)``, computed stably
+    (the same values as :func:`l2i.interpreter.class_probs`)."""
+    logits = logits.float()
+    lc = logits.gather(1, target[:, None])[:, 0]  # (B,)
+    if activation == "sigmoid":
+        return F.logsigmoid(lc), F.logsigmoid(-lc)
+    total = torch.logsumexp(logits, dim=1)  # (B,)
+    others = logits.scatter(1, target[:, None], float("-inf"))  # (B, C)
+    return lc - total, torch.logsumexp(others, dim=1) - total
+
+
+def faith_in_loss(logits_in: Tensor, target: Tensor, activation: str = "softmax") -> Tensor:
+    """``mean_b -log p_c(f(M |X|))``: the masked-in input keeps the decision ``c``.
+
+    ``logits_in (B, C)``: the classifier on ``M |X|``; ``target (B,)``. Softmax: the
+    cross-entropy to ``c``; sigmoid: the BCE of class ``c`` being on.
+    """
+    return -_target_log_probs(logits_in, target, activation)[0].mean()
+
+
+def faith_out_loss(logits_out: Tensor, target: Tensor, activation: str = "softmax") -> Tensor:
+    """``mean_b -log(1 - p_c(f((1 - M) |X|)))``: the masked-out rest loses the decision.
+
+    Zero when the rest gives ``c`` no probability; bounded below (L-MAC's ``-CE`` is not), so
+    it cannot outweigh the other terms by growing without end.
+    """
+    return -_target_log_probs(logits_out, target, activation)[1].mean()
+
+
+def faithfulness_terms(classifier: Any, mask: Tensor, mag: Tensor, target: Tensor,
+                       activation: str, phase: Tensor | None = None,
+                       length: int | None = None) -> dict[str, Tensor]:
+    """``faith_in``, ``faith_out`` and ``mask_l1`` (scalars) of ``mask (B, T, F)`` on
+    ``mag (B, T, F)`` (linear ``|X|``), re-classified by the frozen ``classifier`` through
+    :func:`l2i.explainers.base.reclassify` (``phase``/``length`` for a classifier given as
+    code). Two classifier forward and backward passes per call."""
+    from l2i.explainers.base import reclassify
+
+    logits_in = reclassify(classifier, mask * mag, phase, length)[0]  # (B, C)
+    logits_out = reclassify(classifier, (1.0 - mask) * mag, phase, length)[0]  # (B, C)
+    return {"faith_in": faith_in_loss(logits_in, target, activation),
+            "faith_out": faith_out_loss(logits_out, target, activation),
+            "mask_l1": mask.abs().mean()}
+
+
+def uses_faithfulness(cfg: L2ILossConfig) -> bool:
+    """Whether any faithfulness weight is on (each costs the classifier on every step)."""
+    return any(getattr(cfg, k) != 0 for k in FAITH_TERMS)
+
+
+FAITH_TERMS = ("faith_in", "faith_out", "mask_l1")
 
 
 # ============================================================================ batches
@@ -306,6 +396,11 @@ class L2IModule(L.LightningModule):
         self.noise = noise
         self.steps_per_epoch = max(1, int(steps_per_epoch))
         self._gen: torch.Generator | None = None
+        self._spectrum: tuple[Tensor | None, int | None] = (None, None)
+        bad = [f"loss.{k} = {getattr(loss_cfg, k)}" for k in (*FAITH_TERMS, "faith_clips")
+               if getattr(loss_cfg, k) < 0]
+        if bad:
+            raise ConfigError(f"{', '.join(bad)}: faithfulness weights must be >= 0 (0 = off)")
 
     # ------------------------------------------------------------------ data -> tensors
     def _add_noise(self, wav: Tensor) -> Tensor:
@@ -325,30 +420,69 @@ class L2IModule(L.LightningModule):
 
     def inputs(self, batch: dict[str, Any], train: bool
                ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-        """``(reduced maps, classifier logits (B, C), target log1p|X| (B, T, F))``."""
+        """``(reduced maps, classifier logits (B, C), target log1p|X| (B, T, F))``.
+
+        Raw batches also leave the input's ``phase (B, T, F)`` and length in
+        ``self._spectrum`` (the faithfulness terms of a classifier given as code need them).
+        """
+        self._spectrum = (None, None)
         if "wav" in batch:
             wav = batch["wav"].float()
             if train and self.noise is not None:
                 wav = self._add_noise(wav)
             logits, maps, target = classify_wave(self.interp, wav)
+            if getattr(self.interp.classifier, "needs_phase", False) and self.faithful:
+                self._spectrum = (torch.angle(stft(wav, self.interp.features)), wav.shape[-1])
             return self.interp.psi.reduce(maps), logits.float(), target
         reduced = {k: v.float() for k, v in batch["reduced"].items()}
         return reduced, batch["logits"].float(), batch["target"].float()
+
+    @property
+    def faithful(self) -> bool:
+        """Whether the loss has faithfulness terms (:func:`uses_faithfulness`)."""
+        return uses_faithfulness(self.loss_cfg)
 
     def shared_step(self, batch: dict[str, Any], train: bool
                     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Loss terms and the tensors behind them for one batch.
 
         The second dict holds ``theta_logits (B, C)``, ``logits (B, C)`` (classifier),
-        ``target (B, T, F)``, ``H (B, K, T)`` and ``recon (B, T, F)``.
+        ``target (B, T, F)``, ``H (B, K, T)`` and ``recon (B, T, F)``. With faithfulness terms
+        the input magnitude is ``expm1(target)`` (the cache holds ``log1p|X|``), the mask is
+        :func:`training_mask` for the classifier's prediction.
         """
         reduced, logits, target = self.inputs(batch, train)
-        H, _z, theta_logits = self.interp.heads(reduced, target.shape[1])
+        H, z, theta_logits = self.interp.heads(reduced, target.shape[1])
         recon = self.interp.reconstruct(H)  # (B, T, F)
+        faith = self.faith_step(logits, H, z, theta_logits, target) if self.faithful else None
         terms = l2i_loss(recon, target, H, theta_logits, logits, self.loss_cfg,
-                         self.interp.activation)
+                         self.interp.activation, faith)
         return terms, {"theta_logits": theta_logits, "logits": logits, "target": target,
                        "H": H, "recon": recon}
+
+    def faith_step(self, logits: Tensor, H: Tensor, z: Tensor, theta_logits: Tensor,
+                   target: Tensor) -> dict[str, Tensor]:
+        """:func:`faithfulness_terms` of :func:`training_mask` for the classifier's prediction.
+
+        ``logits (B, C)`` the classifier's on ``|X|``; ``H (B, K, T)``, ``z (B, K)``,
+        ``theta_logits (B, C)`` psi's and theta's; ``target (B, T, F)`` = ``log1p|X|`` (so
+        ``|X| = expm1(target)``, also from the cache).
+        ``loss.faith_clips = n`` keeps the first n clips of the (shuffled) batch.
+        """
+        n = self.loss_cfg.faith_clips or logits.shape[0]
+        phase, length = self._spectrum
+        if phase is None and getattr(self.interp.classifier, "needs_phase", False):
+            raise ConfigError("loss.faith_in/faith_out/mask_l1 with a classifier given as "
+                              "code re-synthesise the masked audio, which needs the input's "
+                              "phase: the map cache does not hold it, so train with "
+                              "--cache_maps false")
+        pred = logits[:n].argmax(dim=1)  # (n,)
+        out = InterpreterOutput(logits=logits[:n], H=H[:n], theta_logits=theta_logits[:n],
+                                z=z[:n])
+        mask = training_mask(out, self.interp.W, self.interp.theta.linear.weight, pred)
+        return faithfulness_terms(self.interp.classifier, mask, torch.expm1(target[:n]), pred,
+                                  self.interp.activation,
+                                  None if phase is None else phase[:n], length)
 
     # ------------------------------------------------------------------ lightning hooks
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
