@@ -21,7 +21,7 @@ fidelity (it saturates early) the one that reconstructs best, whose masks are sh
 
 Speed: without augmentation the classifier runs once per clip, batched and without gradients,
 and its logits, frequency-pooled maps (:meth:`l2i.models.psi.Psi.reduce`) and the targets
-``log1p|X|`` are cached as float16/float32 ``.npy`` memmaps in ``output_folder/cache``; epochs
+``log1p|X|`` are cached in ``output_folder/cache`` (:mod:`l2i.training.map_cache`); epochs
 then only run psi and theta. With noise augmentation (``--noise_folder``) each training batch is
 mixed, transformed and classified on the fly, still batched. No per-clip Python loop anywhere.
 
@@ -35,12 +35,10 @@ epochs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import resource
-import shutil
 import time
 import warnings
 from dataclasses import replace
@@ -64,16 +62,25 @@ from l2i.config import (
     to_dict,
 )
 from l2i.errors import ConfigError, L2IError
-from l2i.features import features_match, n_frames, stft
+from l2i.features import features_match, stft
 from l2i.interpreter import Interpreter, classifier_threshold, save_interpreter
 from l2i.metrics import multilabel_fidelity
 from l2i.models.psi import Psi, probe_map_bins
 from l2i.models.theta import Theta
+from l2i.training.map_cache import (
+    SPLITS,
+    CachedSplit,
+    _cache_ready,
+    build_cache,
+    folder_size,
+    split_key,
+    split_keys,
+    wait_for,
+)
 
 MONITOR = "valid/selection"
 SELECTION_REC_WEIGHT = 0.01  # a 0.1 gain in rec_rel is worth less than one clip in 80 of fidelity
 FINAL = "l2i.ckpt"
-CACHE_VERSION = 2  # 2: the classifier keyed by its bytes, not its size and mtime
 TOPK = (1, 3, 5)
 
 
@@ -161,36 +168,6 @@ class WaveSplit(Dataset):
         return self.__getitems__([i])
 
 
-class CachedSplit(Dataset):
-    """A split's cache (see :func:`build_cache`), read through memmaps.
-
-    A batch is ``{"reduced": {name: (B, 2C_i, T_i)}, "logits": (B, C), "target": (B, T, F),
-    "label": (B,)}`` (float16 maps and targets are turned into float32 on the model side).
-    """
-
-    def __init__(self, folder: Path) -> None:
-        meta = json.loads((folder / "meta.json").read_text())
-        self.meta = meta
-        self.logits = np.load(folder / "logits.npy", mmap_mode="r")
-        self.target = np.load(folder / "target.npy", mmap_mode="r")
-        self.labels = np.load(folder / "labels.npy")
-        self.maps = {n: np.load(folder / f"map_{n}.npy", mmap_mode="r") for n in meta["maps"]}
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitems__(self, idx: list[int]) -> dict[str, Any]:
-        i = np.asarray(idx, dtype=np.int64)
-        return {"reduced": {n: torch.from_numpy(np.ascontiguousarray(m[i]))
-                            for n, m in self.maps.items()},
-                "logits": torch.from_numpy(np.ascontiguousarray(self.logits[i])),
-                "target": torch.from_numpy(np.ascontiguousarray(self.target[i])),
-                "label": torch.from_numpy(self.labels[i])}
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.__getitems__([i])
-
-
 def spectra(wav: Tensor, features: FeaturesConfig) -> tuple[Tensor, Tensor]:
     """``wav (B, S)`` -> ``(mag (B, T, F), log1p(mag) (B, T, F))``."""
     mag = stft(wav, features).abs()  # (B, T, F)
@@ -207,82 +184,6 @@ def classify_wave(interp: Interpreter, wav: Tensor) -> tuple[Tensor, dict[str, T
     mag = spec.abs()  # (B, T, F)
     logits, maps = interp.classify(mag, torch.angle(spec), wav.shape[-1])
     return logits, maps, torch.log1p(mag)
-
-
-@torch.no_grad()
-def build_cache(interp: Interpreter, wavs: np.ndarray, labels: np.ndarray, folder: Path,
-                key: str, batch_size: int, device: torch.device,
-                progress: bool = False) -> Path:
-    """Run the frozen classifier once per clip and store what training needs.
-
-    Writes into ``folder``: ``logits.npy (N, C)`` float32, ``target.npy (N, T, F)`` float16
-    (``log1p|X|``), ``map_<name>.npy (N, 2C_i, T_i)`` float16 (``Psi.reduce``),
-    ``labels.npy (N,)`` and, last, ``meta.json`` (with ``key``). Reused while ``key`` matches.
-    """
-    meta_path = folder / "meta.json"
-    if _cache_ready(folder, key):
-        return folder
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    was_training = interp.training
-    interp.eval().to(device)
-    N, S = wavs.shape
-    T = n_frames(S, interp.features)
-    Fq = interp.W.shape[0]
-    arrays: dict[str, np.ndarray] = {}
-
-    def out(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        if name not in arrays:
-            arrays[name] = np.lib.format.open_memmap(folder / f".{name}.npy.tmp", mode="w+",
-                                                     dtype=dtype, shape=shape)
-        return arrays[name]
-
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=N, desc=f"cache {folder.name}", unit="clip", leave=False)
-    f16 = float(np.finfo(np.float16).max)
-    for s in range(0, N, batch_size):
-        wav = torch.from_numpy(np.array(wavs[s:s + batch_size], dtype=np.float32))
-        logits, maps, target = classify_wave(interp, wav.to(device))  # target (B, T, F)
-        reduced = interp.psi.reduce(maps)  # {name: (B, 2C, T_i)}
-        out("logits", (N, logits.shape[1]), np.float32)[s:s + len(wav)] = logits.float().cpu()
-        out("target", (N, T, Fq), np.float16)[s:s + len(wav)] = target.half().cpu()
-        for name, r in reduced.items():
-            out(f"map_{name}", (N, *r.shape[1:]), np.float16)[s:s + len(wav)] = \
-                r.clamp(-f16, f16).half().cpu()
-        if bar is not None:
-            bar.update(len(wav))
-    if bar is not None:
-        bar.close()
-    for arr in arrays.values():
-        arr.flush()
-    arrays.clear()
-    for tmp in folder.glob(".*.npy.tmp"):
-        os.replace(tmp, folder / tmp.name[1:-4])
-    np.save(folder / "labels.npy", np.asarray(labels, dtype=np.int64))
-    meta = {"key": key, "version": CACHE_VERSION, "n": int(N), "frames": int(T),
-            "maps": list(interp.psi.map_names)}
-    tmp_meta = folder / ".meta.json.tmp"
-    tmp_meta.write_text(json.dumps(meta))
-    os.replace(tmp_meta, meta_path)
-    interp.train(was_training)
-    return folder
-
-
-def _cache_ready(folder: Path, key: str) -> bool:
-    try:
-        return json.loads((folder / "meta.json").read_text()).get("key") == key
-    except (OSError, ValueError):
-        return False
-
-
-def folder_size(folder: Path) -> int:
-    """Bytes of the regular files under ``folder`` (0 when absent)."""
-    if not folder.exists():
-        return 0
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 # ============================================================================ module
@@ -583,36 +484,6 @@ def build_model(cfg: L2IRecipe, record: dict, classifier: Any, W: Tensor,
                        relevance_th=cfg.loss.relevance_th, classifier_record=record)
 
 
-def split_key(cfg: L2IRecipe, clips: list, interp: Interpreter, classifier_digest: str) -> str:
-    """Key of a split's map cache: everything its arrays are computed from.
-
-    The classifier by the sha1 of its checkpoint's bytes (``classifier_digest``, from
-    :func:`l2i.rerun.file_digest`; a retrained classifier of the same size and time stamp is a
-    new key), the maps psi reads and their frequency reduction, the STFT, and the clips with
-    the data settings that shape their audio (:func:`l2i.data.cache_key`).
-    """
-    from l2i.data import cache_key
-
-    rec = interp.classifier_record or {}
-    if rec.get("state_sha256"):  # a classifier given as code: its spec and hashes
-        who: list[Any] = [rec.get("spec"), rec.get("module_sha256"), rec["state_sha256"]]
-    else:
-        who = [classifier_digest]
-    h = hashlib.sha1(json.dumps([
-        CACHE_VERSION, *who, interp.psi.map_names, interp.psi.freq_reduce,
-        to_dict(interp.features), cache_key(clips, interp.features.sample_rate, cfg.data)
-    ]).encode())
-    return h.hexdigest()[:20]
-
-
-def _wait_for(path: Path, key: str, timeout_s: float = 6 * 3600) -> None:
-    start = time.time()
-    while not _cache_ready(path, key):
-        if time.time() - start > timeout_s:
-            raise L2IError(f"rank {_rank()}: gave up waiting for rank 0 to write {path}")
-        time.sleep(1.0)
-
-
 def make_loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int) -> DataLoader:
     """Batches built by ``ds.__getitems__`` (one vectorised read per batch); shuffled by
     :class:`~l2i.training.common.EpochShuffleSampler` (same global batches under DDP)."""
@@ -627,98 +498,33 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     """``l2i train``: train psi + theta, write ``l2i.ckpt``, ``metrics.json``, ``config.yaml``.
 
     Returns the path of ``l2i.ckpt`` (on rank 0; other DDP ranks return an empty string).
+    The steps: :func:`_setup` (recipe, DDP layout), :func:`check_inputs`, :func:`build_model`,
+    :func:`_load_splits` (audio and map cache), :func:`_split_datasets`, :func:`_build_module`,
+    the fit, :func:`_evaluate_best` and :func:`_write_bundle`.
     """
-    from l2i.data import with_absolute_data_folder
-    from l2i.training.common import (
-        best_checkpoint_path,
-        build_trainer,
-        early_stop_info,
-        fit,
-        resume_checkpoint,
-        torch_device,
-        world_size,
-    )
+    from l2i.training.common import build_trainer, fit, resume_checkpoint
 
     t0 = time.time()
-    cfg = with_absolute_data_folder(cfg)  # the recipe stored in l2i.ckpt names it from anywhere
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the classifier
+    cfg, trainer_cfg, augment = _setup(cfg)
     out = Path(cfg.output_folder)
-    rank = _rank()
-    augment = replace(cfg.augment, noise_folder=cfg.noise_folder or cfg.augment.noise_folder)
-    unused = [k for k in ("time_shift", "gain_db", "mixup_alpha", "freq_masks", "time_masks")
-              if getattr(augment, k) != getattr(AugmentConfig(), k)]
-    if unused and rank == 0:
-        warnings.warn(f"l2i train only applies noise mixing; augment.{', augment.'.join(unused)}"
-                      " are ignored", stacklevel=2)
     record, classifier, W, info, index = check_inputs(cfg)
     ckpt_path = resume_checkpoint(out, cfg.trainer, final=FINAL, config=cfg)
-    trainer_cfg = cfg.trainer
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "0"))
-    if local_world > 1 and trainer_cfg.devices == 1:  # started by torchrun
-        trainer_cfg = replace(trainer_cfg, devices=local_world)
-    if rank == 0:
+    if _rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
 
     L.seed_everything(trainer_cfg.seed, workers=True, verbose=False)
     interp = build_model(cfg, record, classifier, W, info)
     noisy = bool(augment.noise_folder) and augment.noise_prob > 0
-    use_cache = bool(cfg.cache_maps)
-    cache_root = out / "cache"
-    device = torch_device(trainer_cfg.device)
-    from l2i.rerun import file_digest
-
-    clf_digest = file_digest(cfg.classifier_ckpt) if cfg.classifier_ckpt else ""
-    keys = {s: split_key(cfg, index.split(s), interp, clf_digest)
-            for s in ("train", "valid", "test")}
-    cached_splits = [s for s in ("train", "valid", "test")
-                     if use_cache and not (s == "train" and noisy)]
-    need_wavs = [s for s in ("train", "valid", "test") if s not in cached_splits]
-
-    # ---- data: rank 0 decodes and caches, the other ranks wait for it
-    from l2i.data import load_split
-
-    arrays: dict[str, Any] = {}
     t_cache = time.time()
-    if rank == 0:
-        for split in ("train", "valid", "test"):
-            if split in cached_splits and _cache_ready(cache_root / split, keys[split]) \
-                    and split not in need_wavs:
-                continue
-            arrays[split] = load_split(index, split, cfg.data, info.features.sample_rate,
-                                       cache_dir=cache_root / "audio",
-                                       progress=trainer_cfg.progress)
-            if split in cached_splits:
-                build_cache(interp, arrays[split].wavs, arrays[split].labels,
-                            cache_root / split, keys[split], trainer_cfg.batch_size, device,
-                            progress=trainer_cfg.progress)
-    else:
-        for split in cached_splits:
-            _wait_for(cache_root / split, keys[split])
-        for split in need_wavs:
-            arrays[split] = load_split(index, split, cfg.data, info.features.sample_rate,
-                                       cache_dir=cache_root / "audio", progress=False)
+    cached_splits, arrays = _load_splits(cfg, trainer_cfg, interp, index, noisy)
     cache_seconds = time.time() - t_cache
     interp.to("cpu")
-
-    def dataset(split: str) -> Dataset:
-        if split in cached_splits:
-            return CachedSplit(cache_root / split)
-        return WaveSplit(arrays[split].wavs, arrays[split].labels)
-
-    datasets = {s: dataset(s) for s in ("train", "valid", "test")}
-    bs, nw = trainer_cfg.batch_size, trainer_cfg.num_workers
-    train_loader = make_loader(datasets["train"], bs, True, nw)
-    valid_loader = make_loader(datasets["valid"], bs, False, nw)
-    noise = None
-    if noisy:
-        from l2i.noise import NoiseBank
-
-        n_samples = int(round(cfg.data.duration_s * info.features.sample_rate))
-        noise = NoiseBank(augment.noise_folder, info.features.sample_rate, n_samples,
-                          seed=trainer_cfg.seed + rank)
-    steps = math.ceil(len(datasets["train"]) / (bs * world_size(trainer_cfg)))
-    module = L2IModule(interp, cfg.loss, trainer_cfg, augment, noise, steps_per_epoch=steps)
+    datasets = _split_datasets(cached_splits, out / "cache", arrays)
+    train_loader, valid_loader = (make_loader(datasets[s], trainer_cfg.batch_size, s == "train",
+                                              trainer_cfg.num_workers)
+                                  for s in ("train", "valid"))
+    module = _build_module(cfg, trainer_cfg, interp, augment, datasets, noisy)
 
     timer = BestTimer(t0)
     trainer = build_trainer(trainer_cfg, out, monitor=MONITOR, mode="max",
@@ -728,15 +534,117 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     fit_seconds = time.time() - t_fit
     if trainer.global_rank != 0:
         return ""
+    metrics = _evaluate_best(trainer, module, datasets, trainer_cfg, timer, out)
+    metrics.update({
+        "fit_seconds": round(fit_seconds, 2),
+        "seconds": round(time.time() - t0, 2),
+        "time_to_best_s": None if timer.time_to_best is None else round(timer.time_to_best, 2),
+        "cache_seconds": round(cache_seconds, 2),
+        **_run_info(out / "cache", cached_splits, datasets, interp, noisy, trainer),
+    })
+    return _write_bundle(out, interp, cfg, metrics)
 
-    # ---- reload the best epoch, score valid and test, write the bundle
+
+def _setup(cfg: L2IRecipe) -> tuple[L2IRecipe, Any, AugmentConfig]:
+    """The recipe with an absolute data folder, the trainer settings under torchrun (one
+    device per local process) and the augmentation (noise only; the rest warned as ignored)."""
+    from l2i.data import with_absolute_data_folder
+
+    cfg = with_absolute_data_folder(cfg)  # the recipe stored in l2i.ckpt names it from anywhere
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the classifier
+    augment = replace(cfg.augment, noise_folder=cfg.noise_folder or cfg.augment.noise_folder)
+    unused = [k for k in ("time_shift", "gain_db", "mixup_alpha", "freq_masks", "time_masks")
+              if getattr(augment, k) != getattr(AugmentConfig(), k)]
+    if unused and _rank() == 0:
+        warnings.warn(f"l2i train only applies noise mixing; augment.{', augment.'.join(unused)}"
+                      " are ignored", stacklevel=3)
+    trainer_cfg = cfg.trainer
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "0"))
+    if local_world > 1 and trainer_cfg.devices == 1:  # started by torchrun
+        trainer_cfg = replace(trainer_cfg, devices=local_world)
+    return cfg, trainer_cfg, augment
+
+
+def _load_splits(cfg: L2IRecipe, trainer_cfg: Any, interp: Interpreter, index: Any,
+                 noisy: bool) -> tuple[list[str], dict[str, Any]]:
+    """Decode the splits and build their map caches: rank 0 decodes and caches, the other
+    ranks wait for the caches and load the splits they read as audio.
+
+    Returns ``(cached split names, {split: loaded split (wavs, labels)} for the splits read as
+    audio or just cached)``.
+    """
+    from l2i.data import load_split
+    from l2i.training.common import torch_device
+
+    cache_root = Path(cfg.output_folder) / "cache"
+    keys = split_keys(cfg, index, interp)
+    cached_splits = [s for s in SPLITS if cfg.cache_maps and not (s == "train" and noisy)]
+    need_wavs = [s for s in SPLITS if s not in cached_splits]
+    sr = interp.features.sample_rate
+    arrays: dict[str, Any] = {}
+    if _rank() != 0:
+        for split in cached_splits:
+            wait_for(cache_root / split, keys[split], _rank())
+        for split in need_wavs:
+            arrays[split] = load_split(index, split, cfg.data, sr,
+                                       cache_dir=cache_root / "audio", progress=False)
+        return cached_splits, arrays
+    device = torch_device(trainer_cfg.device)
+    for split in SPLITS:
+        if split in cached_splits and _cache_ready(cache_root / split, keys[split]):
+            continue
+        arrays[split] = load_split(index, split, cfg.data, sr, cache_dir=cache_root / "audio",
+                                   progress=trainer_cfg.progress)
+        if split in cached_splits:
+            build_cache(interp, arrays[split].wavs, arrays[split].labels, cache_root / split,
+                        keys[split], trainer_cfg.batch_size, device,
+                        progress=trainer_cfg.progress)
+    return cached_splits, arrays
+
+
+def _split_datasets(cached_splits: list[str], cache_root: Path, arrays: dict[str, Any]
+                    ) -> dict[str, Dataset]:
+    """Each split as a :class:`CachedSplit` (cached) or a :class:`WaveSplit` (audio)."""
+    def dataset(split: str) -> Dataset:
+        if split in cached_splits:
+            return CachedSplit(cache_root / split)
+        return WaveSplit(arrays[split].wavs, arrays[split].labels)
+
+    return {s: dataset(s) for s in SPLITS}
+
+
+def _build_module(cfg: L2IRecipe, trainer_cfg: Any, interp: Interpreter,
+                  augment: AugmentConfig, datasets: dict[str, Dataset], noisy: bool
+                  ) -> L2IModule:
+    """The :class:`L2IModule`, with its noise bank when mixing noise and the per-epoch step
+    count of the whole DDP world (the cosine schedule)."""
+    from l2i.training.common import world_size
+
+    noise = None
+    if noisy:
+        from l2i.noise import NoiseBank
+
+        sr = interp.features.sample_rate
+        n_samples = int(round(cfg.data.duration_s * sr))
+        noise = NoiseBank(augment.noise_folder, sr, n_samples, seed=trainer_cfg.seed + _rank())
+    steps = math.ceil(len(datasets["train"]) / (trainer_cfg.batch_size
+                                                * world_size(trainer_cfg)))
+    return L2IModule(interp, cfg.loss, trainer_cfg, augment, noise, steps_per_epoch=steps)
+
+
+def _evaluate_best(trainer: Any, module: L2IModule, datasets: dict[str, Dataset],
+                   trainer_cfg: Any, timer: BestTimer, out: Path) -> dict[str, Any]:
+    """Reload the best epoch into ``module`` and score valid and test (``valid/...``,
+    ``test/...``), with the epoch counts and the best checkpoint's path."""
+    from l2i.training.common import best_checkpoint_path, early_stop_info, torch_device
+
     best = best_checkpoint_path(trainer) or str(out / "checkpoints" / "last.ckpt")
     state = _load_lightning_ckpt(best)
     module.load_state_dict(state["state_dict"])
     eval_device = torch_device(trainer_cfg.device)
     metrics: dict[str, Any] = {}
     for split in ("valid", "test"):
-        loader = make_loader(datasets[split], bs, False, 0)
+        loader = make_loader(datasets[split], trainer_cfg.batch_size, False, 0)
         for k, v in evaluate_split(module, loader, eval_device).items():
             metrics[f"{split}/{k}"] = v
     module.to("cpu")
@@ -744,10 +652,14 @@ def train_interpreter(cfg: L2IRecipe) -> str:
         "epochs": int(trainer.current_epoch), **early_stop_info(trainer),
         "best_epoch": int(state.get("epoch", timer.best_epoch)),
         "best_checkpoint": str(best),
-        "fit_seconds": round(fit_seconds, 2),
-        "seconds": round(time.time() - t0, 2),
-        "time_to_best_s": None if timer.time_to_best is None else round(timer.time_to_best, 2),
-        "cache_seconds": round(cache_seconds, 2),
+    })
+    return metrics
+
+
+def _run_info(cache_root: Path, cached_splits: list[str], datasets: dict[str, Dataset],
+              interp: Interpreter, noisy: bool, trainer: Any) -> dict[str, Any]:
+    """The run's facts for ``metrics.json``: cache, memory, split sizes, parameter counts."""
+    return {
         "cache": bool(cached_splits),
         "cache_splits": cached_splits,
         "cache_mb": round(sum(folder_size(cache_root / s) for s in cached_splits) / 2**20, 2),
@@ -757,7 +669,12 @@ def train_interpreter(cfg: L2IRecipe) -> str:
         "psi_params": sum(p.numel() for p in interp.psi.parameters()),
         "theta_params": sum(p.numel() for p in interp.theta.parameters()),
         "noise_augmentation": noisy, "world_size": int(trainer.world_size),
-    })
+    }
+
+
+def _write_bundle(out: Path, interp: Interpreter, cfg: L2IRecipe,
+                  metrics: dict[str, Any]) -> str:
+    """Write ``l2i.ckpt`` (the interpreter, its recipe and metrics) and ``metrics.json``."""
     interp.metrics = metrics
     path = save_interpreter(out / FINAL, interp, loss=cfg.loss, recipe=to_dict(cfg),
                             metrics=metrics, psi_cfg=cfg.psi, theta_cfg=cfg.theta)
