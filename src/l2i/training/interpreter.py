@@ -70,7 +70,6 @@ from l2i.models.theta import Theta
 from l2i.training.map_cache import (
     SPLITS,
     CachedSplit,
-    _cache_ready,
     build_cache,
     folder_size,
     split_key,
@@ -520,7 +519,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     cached_splits, arrays = _load_splits(cfg, trainer_cfg, interp, index, noisy)
     cache_seconds = time.time() - t_cache
     interp.to("cpu")
-    datasets = _split_datasets(cached_splits, out / "cache", arrays)
+    datasets = _split_datasets(cached_splits, out / "cache", arrays, interp.features)
     train_loader, valid_loader = (make_loader(datasets[s], trainer_cfg.batch_size, s == "train",
                                               trainer_cfg.num_workers)
                                   for s in ("train", "valid"))
@@ -567,47 +566,65 @@ def _setup(cfg: L2IRecipe) -> tuple[L2IRecipe, Any, AugmentConfig]:
 
 def _load_splits(cfg: L2IRecipe, trainer_cfg: Any, interp: Interpreter, index: Any,
                  noisy: bool) -> tuple[list[str], dict[str, Any]]:
-    """Decode the splits and build their map caches: rank 0 decodes and caches, the other
-    ranks wait for the caches and load the splits they read as audio.
+    """Load every split's audio and build the map caches :func:`_cached_splits` chose: rank 0
+    builds them, the other ranks wait for them.
 
-    Returns ``(cached split names, {split: loaded split (wavs, labels)} for the splits read as
-    audio or just cached)``.
+    Returns ``(cached split names, {split: loaded split (wavs, labels)})``.
     """
     from l2i.data import load_split
     from l2i.training.common import torch_device
 
+    rank = _rank()
     cache_root = Path(cfg.output_folder) / "cache"
-    keys = split_keys(cfg, index, interp)
-    cached_splits = [s for s in SPLITS if cfg.cache_maps and not (s == "train" and noisy)]
-    need_wavs = [s for s in SPLITS if s not in cached_splits]
     sr = interp.features.sample_rate
-    arrays: dict[str, Any] = {}
-    if _rank() != 0:
-        for split in cached_splits:
-            wait_for(cache_root / split, keys[split], _rank())
-        for split in need_wavs:
-            arrays[split] = load_split(index, split, cfg.data, sr,
-                                       cache_dir=cache_root / "audio", progress=False)
-        return cached_splits, arrays
-    device = torch_device(trainer_cfg.device)
-    for split in SPLITS:
-        if split in cached_splits and _cache_ready(cache_root / split, keys[split]):
+    arrays = {s: load_split(index, s, cfg.data, sr, cache_dir=cache_root / "audio",
+                            progress=trainer_cfg.progress and rank == 0) for s in SPLITS}
+    keys = split_keys(cfg, index, interp)
+    cached_splits = _cached_splits(cfg, interp, arrays, keys, noisy)
+    for split in cached_splits:
+        if rank != 0:
+            wait_for(cache_root / split, keys[split], rank)
             continue
-        arrays[split] = load_split(index, split, cfg.data, sr, cache_dir=cache_root / "audio",
-                                   progress=trainer_cfg.progress)
-        if split in cached_splits:
-            build_cache(interp, arrays[split].wavs, arrays[split].labels, cache_root / split,
-                        keys[split], trainer_cfg.batch_size, device,
-                        progress=trainer_cfg.progress)
+        build_cache(interp, arrays[split].wavs, arrays[split].labels, cache_root / split,
+                    keys[split], trainer_cfg.batch_size, torch_device(trainer_cfg.device),
+                    progress=trainer_cfg.progress, dtype=trainer_cfg.cache_dtype,
+                    shard_clips=trainer_cfg.cache_shard_clips)
     return cached_splits, arrays
 
 
-def _split_datasets(cached_splits: list[str], cache_root: Path, arrays: dict[str, Any]
-                    ) -> dict[str, Dataset]:
+def _cached_splits(cfg: L2IRecipe, interp: Interpreter, arrays: dict[str, Any],
+                   keys: dict[str, str], noisy: bool) -> list[str]:
+    """The splits whose maps are cached (:func:`l2i.training.map_cache.cache_plan`), the
+    cache's size printed first (rank 0). A noisy train split is always recomputed."""
+    from l2i.training.map_cache import cache_plan, cache_ready, clip_layout, estimate_bytes
+
+    candidates = [s for s in SPLITS if cfg.cache_maps is not False
+                  and not (s == "train" and noisy)]
+    if not candidates:
+        return []
+    t = cfg.trainer
+    cache_root = Path(cfg.output_folder) / "cache"
+    layout = clip_layout(interp, arrays[candidates[0]].wavs[0], t.cache_dtype)
+    n = {s: len(arrays[s].labels) for s in candidates}
+    est = sum(estimate_bytes(layout, n[s], t.cache_shard_clips) for s in candidates)
+    ready = all(cache_ready(cache_root / s, keys[s]) for s in candidates)
+    use = ready or cache_plan(cfg.cache_maps, est, t.cache_auto_gb, t.cache_limit_gb)
+    if _rank() == 0:
+        what = ("reused" if ready else f"writing it to {cache_root}") if use else (
+            f"over trainer.cache_auto_gb = {t.cache_auto_gb:g}: recomputing the classifier's "
+            "maps each epoch (--cache_maps true caches them)")
+        print(f"l2i train: map cache of {', '.join(candidates)}: {sum(n.values())} clips x "
+              f"{est / max(1, sum(n.values())) / 1e3:.1f} KB = {est / 1e6:.1f} MB "
+              f"({t.cache_dtype}); {what}", flush=True)
+    return candidates if use else []
+
+
+def _split_datasets(cached_splits: list[str], cache_root: Path, arrays: dict[str, Any],
+                    features: FeaturesConfig) -> dict[str, Dataset]:
     """Each split as a :class:`CachedSplit` (cached) or a :class:`WaveSplit` (audio)."""
     def dataset(split: str) -> Dataset:
         if split in cached_splits:
-            return CachedSplit(cache_root / split)
+            return CachedSplit(cache_root / split, arrays[split].wavs, features)
         return WaveSplit(arrays[split].wavs, arrays[split].labels)
 
     return {s: dataset(s) for s in SPLITS}
