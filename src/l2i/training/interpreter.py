@@ -516,7 +516,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     interp = build_model(cfg, record, classifier, W, info)
     noisy = bool(augment.noise_folder) and augment.noise_prob > 0
     t_cache = time.time()
-    cached_splits, arrays = _load_splits(cfg, trainer_cfg, interp, index, noisy)
+    cached_splits, arrays, cache_bytes = _load_splits(cfg, trainer_cfg, interp, index, noisy)
     cache_seconds = time.time() - t_cache
     interp.to("cpu")
     datasets = _split_datasets(cached_splits, out / "cache", arrays, interp.features)
@@ -539,6 +539,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
         "seconds": round(time.time() - t0, 2),
         "time_to_best_s": None if timer.time_to_best is None else round(timer.time_to_best, 2),
         "cache_seconds": round(cache_seconds, 2),
+        "cache_estimate_mb": round(cache_bytes / 2**20, 2),
         **_run_info(out / "cache", cached_splits, datasets, interp, noisy, trainer),
     })
     return _write_bundle(out, interp, cfg, metrics)
@@ -565,11 +566,12 @@ def _setup(cfg: L2IRecipe) -> tuple[L2IRecipe, Any, AugmentConfig]:
 
 
 def _load_splits(cfg: L2IRecipe, trainer_cfg: Any, interp: Interpreter, index: Any,
-                 noisy: bool) -> tuple[list[str], dict[str, Any]]:
+                 noisy: bool) -> tuple[list[str], dict[str, Any], int]:
     """Load every split's audio and build the map caches :func:`_cached_splits` chose: rank 0
-    builds them, the other ranks wait for them.
+    builds them; the other ranks wait for them, then load the audio.
 
-    Returns ``(cached split names, {split: loaded split (wavs, labels)})``.
+    Returns ``(cached split names, {split: loaded split (wavs, labels)}, estimated bytes of
+    the cache)``.
     """
     from l2i.data import load_split
     from l2i.training.common import torch_device
@@ -577,35 +579,39 @@ def _load_splits(cfg: L2IRecipe, trainer_cfg: Any, interp: Interpreter, index: A
     rank = _rank()
     cache_root = Path(cfg.output_folder) / "cache"
     sr = interp.features.sample_rate
+    keys = split_keys(cfg, index, interp)
+    cached_splits, est = _cached_splits(cfg, interp, index, keys, noisy)
+    for split in cached_splits if rank != 0 else ():
+        wait_for(cache_root / split, keys[split], rank)
     arrays = {s: load_split(index, s, cfg.data, sr, cache_dir=cache_root / "audio",
                             progress=trainer_cfg.progress and rank == 0) for s in SPLITS}
-    keys = split_keys(cfg, index, interp)
-    cached_splits = _cached_splits(cfg, interp, arrays, keys, noisy)
-    for split in cached_splits:
-        if rank != 0:
-            wait_for(cache_root / split, keys[split], rank)
-            continue
+    for split in cached_splits if rank == 0 else ():
         build_cache(interp, arrays[split].wavs, arrays[split].labels, cache_root / split,
                     keys[split], trainer_cfg.batch_size, torch_device(trainer_cfg.device),
                     progress=trainer_cfg.progress, dtype=trainer_cfg.cache_dtype,
                     shard_clips=trainer_cfg.cache_shard_clips)
-    return cached_splits, arrays
+    return cached_splits, arrays, est
 
 
-def _cached_splits(cfg: L2IRecipe, interp: Interpreter, arrays: dict[str, Any],
-                   keys: dict[str, str], noisy: bool) -> list[str]:
-    """The splits whose maps are cached (:func:`l2i.training.map_cache.cache_plan`), the
-    cache's size printed first (rank 0). A noisy train split is always recomputed."""
+def _cached_splits(cfg: L2IRecipe, interp: Interpreter, index: Any, keys: dict[str, str],
+                   noisy: bool) -> tuple[list[str], int]:
+    """The splits whose maps are cached (:func:`l2i.training.map_cache.cache_plan`) and the
+    cache's estimated bytes, printed first (rank 0). A noisy train split is always recomputed.
+
+    Every rank decides the same from the clip counts and the clip length (the layout comes
+    from one silent clip of ``data.duration_s``), before any audio is read.
+    """
     from l2i.training.map_cache import cache_plan, cache_ready, clip_layout, estimate_bytes
 
     candidates = [s for s in SPLITS if cfg.cache_maps is not False
                   and not (s == "train" and noisy)]
     if not candidates:
-        return []
+        return [], 0
     t = cfg.trainer
     cache_root = Path(cfg.output_folder) / "cache"
-    layout = clip_layout(interp, arrays[candidates[0]].wavs[0], t.cache_dtype)
-    n = {s: len(arrays[s].labels) for s in candidates}
+    n_samples = int(round(cfg.data.duration_s * interp.features.sample_rate))
+    layout = clip_layout(interp, np.zeros(n_samples, dtype=np.float32), t.cache_dtype)
+    n = {s: len(index.split(s)) for s in candidates}
     est = sum(estimate_bytes(layout, n[s], t.cache_shard_clips) for s in candidates)
     ready = all(cache_ready(cache_root / s, keys[s]) for s in candidates)
     use = ready or cache_plan(cfg.cache_maps, est, t.cache_auto_gb, t.cache_limit_gb)
@@ -616,7 +622,7 @@ def _cached_splits(cfg: L2IRecipe, interp: Interpreter, arrays: dict[str, Any],
         print(f"l2i train: map cache of {', '.join(candidates)}: {sum(n.values())} clips x "
               f"{est / max(1, sum(n.values())) / 1e3:.1f} KB = {est / 1e6:.1f} MB "
               f"({t.cache_dtype}); {what}", flush=True)
-    return candidates if use else []
+    return (candidates if use else []), est
 
 
 def _split_datasets(cached_splits: list[str], cache_root: Path, arrays: dict[str, Any],

@@ -248,6 +248,7 @@ def split_key(cfg: L2IRecipe, clips: list, interp: Interpreter, classifier_diges
     ]).encode())
     return h.hexdigest()[:20]
 
+
 def split_keys(cfg: L2IRecipe, index: Any, interp: Interpreter) -> dict[str, str]:
     """:func:`split_key` of each split of ``index`` (the classifier checkpoint hashed once)."""
     from l2i.rerun import file_digest
