@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "docs" / "cli.md", ROOT / "docs" / "benchmarks.md"]
+DOCS = [ROOT / "docs" / "cli.md", ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "scaling.md"]
 BLOCK = re.compile(r"(<!-- generated: (?P<key>[^>]+?) -->\n)(?P<body>.*?)(<!-- end generated -->)",
                    re.S)
 

@@ -515,9 +515,9 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     L.seed_everything(trainer_cfg.seed, workers=True, verbose=False)
     interp = build_model(cfg, record, classifier, W, info)
     noisy = bool(augment.noise_folder) and augment.noise_prob > 0
-    t_cache = time.time()
+    t_cache, cpu_cache = time.time(), time.process_time()
     cached_splits, arrays, cache_bytes = _load_splits(cfg, trainer_cfg, interp, index, noisy)
-    cache_seconds = time.time() - t_cache
+    cache_seconds, cache_cpu = time.time() - t_cache, time.process_time() - cpu_cache
     interp.to("cpu")
     datasets = _split_datasets(cached_splits, out / "cache", arrays, interp.features)
     train_loader, valid_loader = (make_loader(datasets[s], trainer_cfg.batch_size, s == "train",
@@ -528,9 +528,9 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     timer = BestTimer(t0)
     trainer = build_trainer(trainer_cfg, out, monitor=MONITOR, mode="max",
                             extra_callbacks=[timer])
-    t_fit = time.time()
+    t_fit, cpu_fit = time.time(), time.process_time()
     fit(trainer, module, train_loader, valid_loader, ckpt_path, out)
-    fit_seconds = time.time() - t_fit
+    fit_seconds, fit_cpu = time.time() - t_fit, time.process_time() - cpu_fit
     if trainer.global_rank != 0:
         return ""
     metrics = _evaluate_best(trainer, module, datasets, trainer_cfg, timer, out)
@@ -539,6 +539,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
         "seconds": round(time.time() - t0, 2),
         "time_to_best_s": None if timer.time_to_best is None else round(timer.time_to_best, 2),
         "cache_seconds": round(cache_seconds, 2),
+        "fit_cpu_seconds": round(fit_cpu, 2), "cache_cpu_seconds": round(cache_cpu, 2),
         "cache_estimate_mb": round(cache_bytes / 2**20, 2),
         **_run_info(out / "cache", cached_splits, datasets, interp, noisy, trainer),
     })
@@ -620,7 +621,7 @@ def _cached_splits(cfg: L2IRecipe, interp: Interpreter, index: Any, keys: dict[s
             f"over trainer.cache_auto_gb = {t.cache_auto_gb:g}: recomputing the classifier's "
             "maps each epoch (--cache_maps true caches them)")
         print(f"l2i train: map cache of {', '.join(candidates)}: {sum(n.values())} clips x "
-              f"{est / max(1, sum(n.values())) / 1e3:.1f} KB = {est / 1e6:.1f} MB "
+              f"{est / max(1, sum(n.values())) / 2**10:.1f} KB = {est / 2**20:.1f} MB "
               f"({t.cache_dtype}); {what}", flush=True)
     return (candidates if use else []), est
 

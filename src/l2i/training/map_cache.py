@@ -41,7 +41,7 @@ from l2i.interpreter import Interpreter
 CACHE_VERSION = 3  # 3: sharded, targets recomputed from the audio; 2: whole arrays + targets
 SPLITS = ("train", "valid", "test")
 NPY_HEADER = 128  # bytes of a .npy header (format 1.0, padded to 64; these shapes fit in 128)
-GB = 1e9
+GB = 2**30  # the GB of trainer.cache_auto_gb / cache_limit_gb (and MB = 2**20, as cache_mb)
 
 
 def shard_name(name: str, shard: int) -> str:
