@@ -386,27 +386,7 @@ def check_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, dict, Any]:
     from l2i.nmf import check_stated_features, load_dictionary
 
     code = bool(cfg.classifier.module)
-    if not code and not cfg.classifier_ckpt:
-        raise ConfigError("classifier_ckpt is empty: pass --classifier_ckpt PATH/classifier.ckpt "
-                          "(written by 'l2i train-classifier') or a classifier given as code "
-                          "(--classifier.module file.py:build, docs/custom_classifier.md)")
-    if code and cfg.classifier_ckpt:
-        raise ConfigError("give either classifier_ckpt or classifier.module, not both")
-    if not code and not Path(cfg.classifier_ckpt).is_file():
-        raise L2IError(f"classifier checkpoint {cfg.classifier_ckpt} not found: train one with "
-                       "'l2i train-classifier' or fix --classifier_ckpt")
-    if not cfg.nmf:
-        raise ConfigError("nmf is empty: pass --nmf PATH/nmf.pt (written by 'l2i train-nmf')")
-    if not Path(cfg.nmf).is_file():
-        raise L2IError(f"NMF dictionary {cfg.nmf} not found: learn one with 'l2i train-nmf' or "
-                       "fix --nmf")
-    noise_folder = cfg.noise_folder or cfg.augment.noise_folder
-    if noise_folder and not Path(noise_folder).is_dir():
-        raise L2IError(f"noise folder {noise_folder} not found: give a folder of audio files "
-                       "(e.g. WHAM!'s tr/) with --noise_folder, or leave it empty")
-    if cfg.data.duration_s is None:
-        raise ConfigError("data.duration_s is null: L2I training batches clips of one length; "
-                          "set --data.duration_s (e.g. 5.0)")
+    _check_paths(cfg, code)
     W, nmf_features = load_dictionary(cfg.nmf)
     if code:
         record, classifier, info = _code_classifier(cfg, nmf_features)
@@ -440,6 +420,32 @@ def check_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, dict, Any]:
                          sample_rate=info.features.sample_rate if _rank() == 0 else None,
                          cache_dir=Path(cfg.output_folder) / "cache" / "audio")
     return record, classifier, W, info, index
+
+
+def _check_paths(cfg: L2IRecipe, code: bool) -> None:
+    """The checks of :func:`check_inputs` that need no file read: the classifier, the
+    dictionary and the noise folder are given and exist, ``data.duration_s`` is set."""
+    if not code and not cfg.classifier_ckpt:
+        raise ConfigError("classifier_ckpt is empty: pass --classifier_ckpt PATH/classifier.ckpt "
+                          "(written by 'l2i train-classifier') or a classifier given as code "
+                          "(--classifier.module file.py:build, docs/custom_classifier.md)")
+    if code and cfg.classifier_ckpt:
+        raise ConfigError("give either classifier_ckpt or classifier.module, not both")
+    if not code and not Path(cfg.classifier_ckpt).is_file():
+        raise L2IError(f"classifier checkpoint {cfg.classifier_ckpt} not found: train one with "
+                       "'l2i train-classifier' or fix --classifier_ckpt")
+    if not cfg.nmf:
+        raise ConfigError("nmf is empty: pass --nmf PATH/nmf.pt (written by 'l2i train-nmf')")
+    if not Path(cfg.nmf).is_file():
+        raise L2IError(f"NMF dictionary {cfg.nmf} not found: learn one with 'l2i train-nmf' or "
+                       "fix --nmf")
+    noise_folder = cfg.noise_folder or cfg.augment.noise_folder
+    if noise_folder and not Path(noise_folder).is_dir():
+        raise L2IError(f"noise folder {noise_folder} not found: give a folder of audio files "
+                       "(e.g. WHAM!'s tr/) with --noise_folder, or leave it empty")
+    if cfg.data.duration_s is None:
+        raise ConfigError("data.duration_s is null: L2I training batches clips of one length; "
+                          "set --data.duration_s (e.g. 5.0)")
 
 
 def _code_classifier(cfg: L2IRecipe, nmf_features: dict | None) -> tuple[dict, Any, Any]:
