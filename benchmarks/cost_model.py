@@ -22,8 +22,8 @@ predicted: ``error`` = predicted / measured - 1 of that held-out size (the 30 % 
 is ``bytes per clip * n`` (+ a constant). All sizes run back to back in one process tree under
 the same machine load.
 
-    python benchmarks/cost_model.py [--sizes 200,400,1600] [--work /tmp/cost] [--keep]
-        [--out benchmarks/results/cost_model.json]
+    python benchmarks/cost_model.py [--sizes 100,200,400] [--work /tmp/cost] [--keep]
+        [--out benchmarks/results/cost_model.json] [--from_json EARLIER.json (refit only)]
 
 Prints JSON ``{"command", "machine", "rows": [...], "stages": {...}}``: ``rows`` one line per
 stage (docs/scaling.md renders them), ``stages`` the fitted ``a``, ``b``, bytes per clip and
@@ -144,10 +144,15 @@ def measure(n: int, work: Path) -> dict[str, dict]:
 
 
 def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """``(a, b)`` of ``y = a + b x`` through two points (a clamped at 0: no negative start)."""
+    """``(a, b)`` of ``y = a + b x`` through two points, both kept >= 0: a stage neither gets
+    cheaper with more clips (a negative slope is measurement noise on a fixed cost: then
+    ``b = 0`` and ``a`` the mean) nor starts below zero (then ``a = 0``, ``b`` through the
+    larger point)."""
     (x0, y0), (x1, y1) = points
     b = (y1 - y0) / (x1 - x0) if x1 != x0 else y1 / max(x1, 1)
     a = y0 - b * x0
+    if b < 0:
+        a, b = (y0 + y1) / 2, 0.0
     if a < 0:
         a, b = 0.0, y1 / x1
     return a, b
@@ -203,26 +208,35 @@ def extrapolate(stages: dict) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", default="200,400,1600", help="clips per run, comma separated")
+    ap.add_argument("--sizes", default="100,200,400", help="clips per run, comma separated")
     ap.add_argument("--work", default="/tmp/l2i_cost_model")
     ap.add_argument("--keep", action="store_true", help="keep the runs under --work")
     ap.add_argument("--out", default="")
+    ap.add_argument("--from_json", default="",
+                    help="refit the model on the measurements of an earlier --out (no runs)")
     args = ap.parse_args(argv)
-    sizes = sorted(int(s) for s in args.sizes.split(","))
-    if len(sizes) < 3:
-        ap.error("give at least 3 sizes: two to fit the model, one to check it")
-    work = Path(args.work)
     t0 = time.time()
-    results = {n: measure(n, work) for n in sizes}
-    stages, rows = model(results)
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     command = "python benchmarks/cost_model.py " + " ".join(sys.argv[1:] if argv is None
                                                              else argv)
-    machine = (f"{platform.machine()}, {os.cpu_count()} cores, --threads 1 per stage, loaded "
-               f"(load average {load:.1f} at the end; every size measured back to back in the "
-               "same conditions)")
+    if args.from_json:
+        old = json.loads(Path(args.from_json).read_text())
+        results = {int(n): {st: v["measured"][n] for st, v in old["stages"].items()}
+                   for n in next(iter(old["stages"].values()))["measured"]}
+        sizes = sorted(results)
+        machine = old["machine"]
+        command = f"{old['command']} (refit: {command})"
+    else:
+        sizes = sorted(int(s) for s in args.sizes.split(","))
+        if len(sizes) < 3:
+            ap.error("give at least 3 sizes: two to fit the model, one to check it")
+        results = {n: measure(n, Path(args.work)) for n in sizes}
+        if not args.keep:
+            shutil.rmtree(args.work, ignore_errors=True)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        machine = (f"{platform.machine()}, {os.cpu_count()} cores, --threads 1 per stage, "
+                   f"loaded (load average {load:.1f} at the end; every size measured back to "
+                   "back in the same conditions)")
+    stages, rows = model(results)
     if args.out:
         ext = Path(args.out).with_name(Path(args.out).stem + "_extrapolated.json")
         ext.write_text(json.dumps({"command": command, "machine": machine + "; extrapolated",
