@@ -189,7 +189,8 @@ def _training(interp: Any, wavs: torch.Tensor, args: argparse.Namespace,
                              args.batch_size, device)
         build_s = time.perf_counter() - t0
         interp.to(device)  # build_cache may hand the model back on another device
-        cached = make_loader(CachedSplit(folder), args.batch_size, True, 0)
+        cached = make_loader(CachedSplit(folder, cpu_wavs, interp.features), args.batch_size,
+                             True, 0)
         out["l2i_train_cache"] = _rate(_train_epoch(module, cached, device), n, args.repeats,
                                        device)
         out["cache_build"] = {"clips_per_s": round(n / build_s, 2), "seconds": round(build_s, 3),

@@ -138,14 +138,15 @@ def main(argv: list[str] | None = None) -> int:
         folder = build_cache(interp, wavs, labels, tmp / "cache", "bench", args.batch_size,
                              torch.device("cpu"))
         cache_s = time.perf_counter() - t0
-        cached = make_loader(CachedSplit(folder), args.batch_size, True, 0)
+        cached = make_loader(CachedSplit(folder, wavs, interp.features), args.batch_size, True,
+                             0)
         no_cache_s = _epochs(module, raw, args.epochs)
         cache_epoch_s = _epochs(module, cached, args.epochs)
         result = {
             "benchmark": "l2i_train",
             "data": args.data_folder or "synthetic 5 s / 16 kHz",
             "n_clips": n, "batch_size": args.batch_size, "epochs_timed": args.epochs,
-            "frames": int(CachedSplit(folder).meta["frames"]),
+            "frames": int(CachedSplit(folder, wavs, interp.features).meta["frames"]),
             "K": interp.n_components, "psi_maps": interp.psi.map_names,
             "psi_time_resolution": args.time_resolution,
             "psi_params": sum(p.numel() for p in interp.psi.parameters()),

@@ -23,7 +23,6 @@ ALLOWED = {
     # are already atomic (temp file + os.replace); they move to fileio when that work merges
     ("data.py", "*"): "audio cache memmaps (h17-data)",
     ("shards.py", "*"): "shard folder written whole, then renamed (h17-data)",
-    ("training/interpreter.py", "*"): "map cache and train_interpreter (h17-cache)",
 }
 
 WRITE_CALLS = {"savez", "savez_compressed", "savefig", "write_text", "write_bytes",

@@ -114,6 +114,13 @@ class TrainerConfig:
     min_delta: float = 0.0  # early stopping: smallest gain of the monitored metric that counts
     deterministic: bool = True
     limit_batches: float | None = None  # debug: fraction or count of batches per epoch
+    # `l2i train`'s map cache (cache_maps, docs/scaling.md): `auto` caches up to cache_auto_gb
+    # and recomputes the classifier's maps each epoch above it; past cache_limit_gb it stops
+    # and asks for --cache_maps true (cache anyway) or false (recompute)
+    cache_auto_gb: float = 10.0
+    cache_limit_gb: float = 100.0
+    cache_dtype: Literal["float16", "float32"] = "float16"  # the cached maps (logits: float32)
+    cache_shard_clips: int = 1024  # clips per cache shard file
 
 
 @dataclass
@@ -349,7 +356,10 @@ class L2IRecipe:
     loss: L2ILossConfig = field(default_factory=L2ILossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     lmac: LMACConfig = field(default_factory=LMACConfig)  # method lmac only
-    cache_maps: bool = True  # without augmentation: run the classifier once per clip
+    # without augmentation: run the classifier once per clip and cache its outputs (true),
+    # recompute them each epoch (false), or auto: cache while the cache fits
+    # trainer.cache_auto_gb (docs/scaling.md)
+    cache_maps: bool | Literal["auto"] = "auto"
     noise_folder: str | None = None  # shortcut for augment.noise_folder (turns noise mixing on)
     # `l2i run` only: recipes of the earlier stages (paths relative to this recipe's folder),
     # used when classifier_ckpt / nmf are empty.
@@ -814,6 +824,8 @@ def _check_choices(cfg: Any) -> None:
         value = getattr(cfg, name)
         if choice is None or (value is None and type(None) in get_args(tp)):
             continue
+        if any(type(value) is a for a in get_args(tp) if isinstance(a, type)):
+            continue  # e.g. ``bool | Literal["auto"]`` holding a bool
         if not any(type(value) is type(c) and value == c for c in get_args(choice)):
             problems.append(_bad_value(_section_names().get(cls, "") + name, tp, value))
     _raise_all(problems)

@@ -165,9 +165,11 @@ def test_code_classifier_with_the_cache_asks_for_cache_maps_false():
     cached = {"reduced": reduced, "logits": torch.zeros(3, 2),
               "target": torch.rand(3, 17, 5), "label": batch["label"]}
     with pytest.raises(ConfigError, match="cache_maps false"):
-        module.shared_step(cached, False)
-    # raw batches carry the phase: they work
+        module.shared_step(cached, False)  # no audio in the batch: no phase
+    # raw batches carry the phase, cached ones their audio: both work
     terms, _ = module.shared_step(batch, False)
+    assert torch.isfinite(terms["faith_in"])
+    terms, _ = module.shared_step({**cached, "audio": batch["wav"]}, False)
     assert torch.isfinite(terms["faith_in"])
 
 

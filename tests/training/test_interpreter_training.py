@@ -173,8 +173,8 @@ def test_cached_batches_give_the_same_loss_as_on_the_fly(tiny_features, tmp_path
     stamp = (folder / "meta.json").stat().st_mtime_ns
     assert build_cache(interp, wavs, labels, folder, "k1", 4, torch.device("cpu")) == folder
     assert (folder / "meta.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
-    cached = CachedSplit(folder)
-    assert cached.target.dtype == np.float16 and len(cached) == 6
+    cached = CachedSplit(folder, wavs, interp.features)
+    assert cached.rows("map_conv", np.arange(6)).dtype == np.float16 and len(cached) == 6
     module = L2IModule(interp, L2ILossConfig(), TrainerConfig()).eval()
     idx = [5, 0, 3]
     with torch.no_grad():
@@ -262,7 +262,7 @@ def test_map_cache_follows_the_classifier_bytes_not_its_size_and_mtime(artefacts
     out = tmp_path / "run"
     over = {"classifier_ckpt": str(clf), "trainer.epochs": 1}
     train_interpreter(_cfg(artefacts, tiny_dataset, out, **over))
-    cached = np.load(out / "cache" / "valid" / "logits.npy")
+    cached = np.load(out / "cache" / "valid" / "logits-00000.npy")
     st = clf.stat()
     torch.manual_seed(1)
     model_cfg = ClassifierModelConfig(arch="conv2d", width=2, embed_dim=8, dropout=0.0)
@@ -271,7 +271,7 @@ def test_map_cache_follows_the_classifier_bytes_not_its_size_and_mtime(artefacts
     assert clf.stat().st_size == st.st_size
     os.utime(clf, ns=(st.st_atime_ns, st.st_mtime_ns))
     train_interpreter(_cfg(artefacts, tiny_dataset, out, **over, **{"trainer.restart": True}))
-    assert not np.allclose(np.load(out / "cache" / "valid" / "logits.npy"), cached)
+    assert not np.allclose(np.load(out / "cache" / "valid" / "logits-00000.npy"), cached)
 
 
 # ---------------------------------------------------------------------------- input checks

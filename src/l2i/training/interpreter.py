@@ -21,7 +21,7 @@ fidelity (it saturates early) the one that reconstructs best, whose masks are sh
 
 Speed: without augmentation the classifier runs once per clip, batched and without gradients,
 and its logits, frequency-pooled maps (:meth:`l2i.models.psi.Psi.reduce`) and the targets
-``log1p|X|`` are cached as float16/float32 ``.npy`` memmaps in ``output_folder/cache``; epochs
+``log1p|X|`` are cached in ``output_folder/cache`` (:mod:`l2i.training.map_cache`); epochs
 then only run psi and theta. With noise augmentation (``--noise_folder``) each training batch is
 mixed, transformed and classified on the fly, still batched. No per-clip Python loop anywhere.
 
@@ -35,12 +35,9 @@ epochs.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import resource
-import shutil
 import time
 import warnings
 from dataclasses import replace
@@ -65,7 +62,8 @@ from l2i.config import (
 )
 from l2i.device import resolve_device
 from l2i.errors import ConfigError, L2IError
-from l2i.features import features_match, n_frames, stft
+from l2i.features import features_match, stft
+from l2i.fileio import write_json
 from l2i.interpreter import (
     Interpreter,
     InterpreterOutput,
@@ -75,11 +73,19 @@ from l2i.interpreter import (
 from l2i.metrics import multilabel_fidelity
 from l2i.models.psi import Psi, probe_map_bins
 from l2i.models.theta import Theta
+from l2i.training.map_cache import (
+    SPLITS,
+    CachedSplit,
+    build_cache,
+    folder_size,
+    split_key,
+    split_keys,
+    wait_for,
+)
 
 MONITOR = "valid/selection"
 SELECTION_REC_WEIGHT = 0.01  # a 0.1 gain in rec_rel is worth less than one clip in 80 of fidelity
 FINAL = "l2i.ckpt"
-CACHE_VERSION = 2  # 2: the classifier keyed by its bytes, not its size and mtime
 TOPK = (1, 3, 5)
 
 
@@ -252,36 +258,6 @@ class WaveSplit(Dataset):
         return self.__getitems__([i])
 
 
-class CachedSplit(Dataset):
-    """A split's cache (see :func:`build_cache`), read through memmaps.
-
-    A batch is ``{"reduced": {name: (B, 2C_i, T_i)}, "logits": (B, C), "target": (B, T, F),
-    "label": (B,)}`` (float16 maps and targets are turned into float32 on the model side).
-    """
-
-    def __init__(self, folder: Path) -> None:
-        meta = json.loads((folder / "meta.json").read_text())
-        self.meta = meta
-        self.logits = np.load(folder / "logits.npy", mmap_mode="r")
-        self.target = np.load(folder / "target.npy", mmap_mode="r")
-        self.labels = np.load(folder / "labels.npy")
-        self.maps = {n: np.load(folder / f"map_{n}.npy", mmap_mode="r") for n in meta["maps"]}
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitems__(self, idx: list[int]) -> dict[str, Any]:
-        i = np.asarray(idx, dtype=np.int64)
-        return {"reduced": {n: torch.from_numpy(np.ascontiguousarray(m[i]))
-                            for n, m in self.maps.items()},
-                "logits": torch.from_numpy(np.ascontiguousarray(self.logits[i])),
-                "target": torch.from_numpy(np.ascontiguousarray(self.target[i])),
-                "label": torch.from_numpy(self.labels[i])}
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.__getitems__([i])
-
-
 def spectra(wav: Tensor, features: FeaturesConfig) -> tuple[Tensor, Tensor]:
     """``wav (B, S)`` -> ``(mag (B, T, F), log1p(mag) (B, T, F))``."""
     mag = stft(wav, features).abs()  # (B, T, F)
@@ -298,82 +274,6 @@ def classify_wave(interp: Interpreter, wav: Tensor) -> tuple[Tensor, dict[str, T
     mag = spec.abs()  # (B, T, F)
     logits, maps = interp.classify(mag, torch.angle(spec), wav.shape[-1])
     return logits, maps, torch.log1p(mag)
-
-
-@torch.no_grad()
-def build_cache(interp: Interpreter, wavs: np.ndarray, labels: np.ndarray, folder: Path,
-                key: str, batch_size: int, device: torch.device,
-                progress: bool = False) -> Path:
-    """Run the frozen classifier once per clip and store what training needs.
-
-    Writes into ``folder``: ``logits.npy (N, C)`` float32, ``target.npy (N, T, F)`` float16
-    (``log1p|X|``), ``map_<name>.npy (N, 2C_i, T_i)`` float16 (``Psi.reduce``),
-    ``labels.npy (N,)`` and, last, ``meta.json`` (with ``key``). Reused while ``key`` matches.
-    """
-    meta_path = folder / "meta.json"
-    if _cache_ready(folder, key):
-        return folder
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    was_training = interp.training
-    interp.eval().to(device)
-    N, S = wavs.shape
-    T = n_frames(S, interp.features)
-    Fq = interp.W.shape[0]
-    arrays: dict[str, np.ndarray] = {}
-
-    def out(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        if name not in arrays:
-            arrays[name] = np.lib.format.open_memmap(folder / f".{name}.npy.tmp", mode="w+",
-                                                     dtype=dtype, shape=shape)
-        return arrays[name]
-
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=N, desc=f"cache {folder.name}", unit="clip", leave=False)
-    f16 = float(np.finfo(np.float16).max)
-    for s in range(0, N, batch_size):
-        wav = torch.from_numpy(np.array(wavs[s:s + batch_size], dtype=np.float32))
-        logits, maps, target = classify_wave(interp, wav.to(device))  # target (B, T, F)
-        reduced = interp.psi.reduce(maps)  # {name: (B, 2C, T_i)}
-        out("logits", (N, logits.shape[1]), np.float32)[s:s + len(wav)] = logits.float().cpu()
-        out("target", (N, T, Fq), np.float16)[s:s + len(wav)] = target.half().cpu()
-        for name, r in reduced.items():
-            out(f"map_{name}", (N, *r.shape[1:]), np.float16)[s:s + len(wav)] = \
-                r.clamp(-f16, f16).half().cpu()
-        if bar is not None:
-            bar.update(len(wav))
-    if bar is not None:
-        bar.close()
-    for arr in arrays.values():
-        arr.flush()
-    arrays.clear()
-    for tmp in folder.glob(".*.npy.tmp"):
-        os.replace(tmp, folder / tmp.name[1:-4])
-    np.save(folder / "labels.npy", np.asarray(labels, dtype=np.int64))
-    meta = {"key": key, "version": CACHE_VERSION, "n": int(N), "frames": int(T),
-            "maps": list(interp.psi.map_names)}
-    tmp_meta = folder / ".meta.json.tmp"
-    tmp_meta.write_text(json.dumps(meta))
-    os.replace(tmp_meta, meta_path)
-    interp.train(was_training)
-    return folder
-
-
-def _cache_ready(folder: Path, key: str) -> bool:
-    try:
-        return json.loads((folder / "meta.json").read_text()).get("key") == key
-    except (OSError, ValueError):
-        return False
-
-
-def folder_size(folder: Path) -> int:
-    """Bytes of the regular files under ``folder`` (0 when absent)."""
-    if not folder.exists():
-        return 0
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 # ============================================================================ module
@@ -422,8 +322,9 @@ class L2IModule(L.LightningModule):
                ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """``(reduced maps, classifier logits (B, C), target log1p|X| (B, T, F))``.
 
-        Raw batches also leave the input's ``phase (B, T, F)`` and length in
-        ``self._spectrum`` (the faithfulness terms of a classifier given as code need them).
+        Raw batches (and cached ones, from their ``audio``) also leave the input's
+        ``phase (B, T, F)`` and length in ``self._spectrum`` (the faithfulness terms of a
+        classifier given as code need them).
         """
         self._spectrum = (None, None)
         if "wav" in batch:
@@ -435,6 +336,11 @@ class L2IModule(L.LightningModule):
                 self._spectrum = (torch.angle(stft(wav, self.interp.features)), wav.shape[-1])
             return self.interp.psi.reduce(maps), logits.float(), target
         reduced = {k: v.float() for k, v in batch["reduced"].items()}
+        audio = batch.get("audio")  # (B, S): cached batches carry the clips' audio
+        if audio is not None and getattr(self.interp.classifier, "needs_phase", False) \
+                and self.faithful:
+            audio = audio.float()
+            self._spectrum = (torch.angle(stft(audio, self.interp.features)), audio.shape[-1])
         return reduced, batch["logits"].float(), batch["target"].float()
 
     @property
@@ -621,27 +527,7 @@ def check_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, dict, Any]:
     from l2i.shards import training_index
 
     code = bool(cfg.classifier.module)
-    if not code and not cfg.classifier_ckpt:
-        raise ConfigError("classifier_ckpt is empty: pass --classifier_ckpt PATH/classifier.ckpt "
-                          "(written by 'l2i train-classifier') or a classifier given as code "
-                          "(--classifier.module file.py:build, docs/custom_classifier.md)")
-    if code and cfg.classifier_ckpt:
-        raise ConfigError("give either classifier_ckpt or classifier.module, not both")
-    if not code and not Path(cfg.classifier_ckpt).is_file():
-        raise L2IError(f"classifier checkpoint {cfg.classifier_ckpt} not found: train one with "
-                       "'l2i train-classifier' or fix --classifier_ckpt")
-    if not cfg.nmf:
-        raise ConfigError("nmf is empty: pass --nmf PATH/nmf.pt (written by 'l2i train-nmf')")
-    if not Path(cfg.nmf).is_file():
-        raise L2IError(f"NMF dictionary {cfg.nmf} not found: learn one with 'l2i train-nmf' or "
-                       "fix --nmf")
-    noise_folder = cfg.noise_folder or cfg.augment.noise_folder
-    if noise_folder and not Path(noise_folder).is_dir():
-        raise L2IError(f"noise folder {noise_folder} not found: give a folder of audio files "
-                       "(e.g. WHAM!'s tr/) with --noise_folder, or leave it empty")
-    if cfg.data.duration_s is None:
-        raise ConfigError("data.duration_s is null: L2I training batches clips of one length; "
-                          "set --data.duration_s (e.g. 5.0)")
+    _check_paths(cfg, code)
     W, nmf_features = load_dictionary(cfg.nmf)
     if code:
         record, classifier, info = _code_classifier(cfg, nmf_features)
@@ -676,6 +562,32 @@ def check_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, dict, Any]:
                            Path(cfg.output_folder) / "cache" / "audio",
                            progress=cfg.trainer.progress, n_classes=info.n_classes)
     return record, classifier, W, info, index
+
+
+def _check_paths(cfg: L2IRecipe, code: bool) -> None:
+    """The checks of :func:`check_inputs` that need no file read: the classifier, the
+    dictionary and the noise folder are given and exist, ``data.duration_s`` is set."""
+    if not code and not cfg.classifier_ckpt:
+        raise ConfigError("classifier_ckpt is empty: pass --classifier_ckpt PATH/classifier.ckpt "
+                          "(written by 'l2i train-classifier') or a classifier given as code "
+                          "(--classifier.module file.py:build, docs/custom_classifier.md)")
+    if code and cfg.classifier_ckpt:
+        raise ConfigError("give either classifier_ckpt or classifier.module, not both")
+    if not code and not Path(cfg.classifier_ckpt).is_file():
+        raise L2IError(f"classifier checkpoint {cfg.classifier_ckpt} not found: train one with "
+                       "'l2i train-classifier' or fix --classifier_ckpt")
+    if not cfg.nmf:
+        raise ConfigError("nmf is empty: pass --nmf PATH/nmf.pt (written by 'l2i train-nmf')")
+    if not Path(cfg.nmf).is_file():
+        raise L2IError(f"NMF dictionary {cfg.nmf} not found: learn one with 'l2i train-nmf' or "
+                       "fix --nmf")
+    noise_folder = cfg.noise_folder or cfg.augment.noise_folder
+    if noise_folder and not Path(noise_folder).is_dir():
+        raise L2IError(f"noise folder {noise_folder} not found: give a folder of audio files "
+                       "(e.g. WHAM!'s tr/) with --noise_folder, or leave it empty")
+    if cfg.data.duration_s is None:
+        raise ConfigError("data.duration_s is null: L2I training batches clips of one length; "
+                          "set --data.duration_s (e.g. 5.0)")
 
 
 def _code_classifier(cfg: L2IRecipe, nmf_features: dict | None) -> tuple[dict, Any, Any]:
@@ -719,36 +631,6 @@ def build_model(cfg: L2IRecipe, record: dict, classifier: Any, W: Tensor,
                        relevance_th=cfg.loss.relevance_th, classifier_record=record)
 
 
-def split_key(cfg: L2IRecipe, clips: list, interp: Interpreter, classifier_digest: str) -> str:
-    """Key of a split's map cache: everything its arrays are computed from.
-
-    The classifier by the sha1 of its checkpoint's bytes (``classifier_digest``, from
-    :func:`l2i.rerun.file_digest`; a retrained classifier of the same size and time stamp is a
-    new key), the maps psi reads and their frequency reduction, the STFT, and the clips with
-    the data settings that shape their audio (:func:`l2i.data.cache_key`).
-    """
-    from l2i.data import cache_key
-
-    rec = interp.classifier_record or {}
-    if rec.get("state_sha256"):  # a classifier given as code: its spec and hashes
-        who: list[Any] = [rec.get("spec"), rec.get("module_sha256"), rec["state_sha256"]]
-    else:
-        who = [classifier_digest]
-    h = hashlib.sha1(json.dumps([
-        CACHE_VERSION, *who, interp.psi.map_names, interp.psi.freq_reduce,
-        to_dict(interp.features), cache_key(clips, interp.features.sample_rate, cfg.data)
-    ]).encode())
-    return h.hexdigest()[:20]
-
-
-def _wait_for(path: Path, key: str, timeout_s: float = 6 * 3600) -> None:
-    start = time.time()
-    while not _cache_ready(path, key):
-        if time.time() - start > timeout_s:
-            raise L2IError(f"rank {_rank()}: gave up waiting for rank 0 to write {path}")
-        time.sleep(1.0)
-
-
 def make_loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int) -> DataLoader:
     """Batches built by ``ds.__getitems__`` (one vectorised read per batch); shuffled by
     :class:`~l2i.training.common.EpochShuffleSampler` (same global batches under DDP)."""
@@ -763,131 +645,194 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     """``l2i train``: train psi + theta, write ``l2i.ckpt``, ``metrics.json``, ``config.yaml``.
 
     Returns the path of ``l2i.ckpt`` (on rank 0; other DDP ranks return an empty string).
+    The steps: :func:`_setup` (recipe, DDP layout), :func:`check_inputs`, :func:`build_model`,
+    :func:`_load_splits` (audio and map cache), :func:`_split_datasets`, :func:`_build_module`,
+    the fit, :func:`_evaluate_best` and :func:`_write_bundle`.
     """
-    from l2i.data import with_absolute_data_folder
-    from l2i.training.common import (
-        best_checkpoint_path,
-        build_trainer,
-        clip_loader,
-        early_stop_info,
-        fit,
-        resume_checkpoint,
-        world_size,
-    )
+    from l2i.training.common import build_trainer, clip_loader, fit, resume_checkpoint
 
     t0 = time.time()
-    cfg = with_absolute_data_folder(cfg)  # the recipe stored in l2i.ckpt names it from anywhere
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the classifier
+    cfg, trainer_cfg, augment = _setup(cfg)
     out = Path(cfg.output_folder)
-    rank = _rank()
-    augment = replace(cfg.augment, noise_folder=cfg.noise_folder or cfg.augment.noise_folder)
-    unused = [k for k in ("time_shift", "gain_db", "mixup_alpha", "freq_masks", "time_masks")
-              if getattr(augment, k) != getattr(AugmentConfig(), k)]
-    if unused and rank == 0:
-        warnings.warn(f"l2i train only applies noise mixing; augment.{', augment.'.join(unused)}"
-                      " are ignored", stacklevel=2)
     record, classifier, W, info, index = check_inputs(cfg)
     ckpt_path = resume_checkpoint(out, cfg.trainer, final=FINAL, config=cfg)
-    trainer_cfg = cfg.trainer
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "0"))
-    if local_world > 1 and trainer_cfg.devices == 1:  # started by torchrun
-        trainer_cfg = replace(trainer_cfg, devices=local_world)
-    if rank == 0:
+    if _rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
 
     L.seed_everything(trainer_cfg.seed, workers=True, verbose=False)
     interp = build_model(cfg, record, classifier, W, info)
     noisy = bool(augment.noise_folder) and augment.noise_prob > 0
-    use_cache = bool(cfg.cache_maps)
-    cache_root = out / "cache"
-    device = resolve_device(trainer_cfg.device)
-    from l2i.rerun import file_digest
-
-    clf_digest = file_digest(cfg.classifier_ckpt) if cfg.classifier_ckpt else ""
-    keys = {s: split_key(cfg, index.split(s), interp, clf_digest)
-            for s in ("train", "valid", "test")}
-    cached_splits = [s for s in ("train", "valid", "test")
-                     if use_cache and not (s == "train" and noisy)]
-    need_wavs = [s for s in ("train", "valid", "test") if s not in cached_splits]
-
-    # ---- data: rank 0 decodes and caches, the other ranks wait for it
-    from l2i.data import load_split
-
-    arrays: dict[str, Any] = {}
-    t_cache = time.time()
-    if rank == 0:
-        for split in ("train", "valid", "test"):
-            if split in cached_splits and _cache_ready(cache_root / split, keys[split]) \
-                    and split not in need_wavs:
-                continue
-            arrays[split] = load_split(index, split, cfg.data, info.features.sample_rate,
-                                       cache_dir=cache_root / "audio",
-                                       progress=trainer_cfg.progress)
-            if split in cached_splits:
-                build_cache(interp, arrays[split].wavs, arrays[split].labels,
-                            cache_root / split, keys[split], trainer_cfg.batch_size, device,
-                            progress=trainer_cfg.progress)
-    else:
-        for split in cached_splits:
-            _wait_for(cache_root / split, keys[split])
-        for split in need_wavs:
-            arrays[split] = load_split(index, split, cfg.data, info.features.sample_rate,
-                                       cache_dir=cache_root / "audio", progress=False)
-    cache_seconds = time.time() - t_cache
+    t_cache, cpu_cache = time.time(), time.process_time()
+    cached_splits, arrays, cache_bytes = _load_splits(cfg, trainer_cfg, interp, index, noisy)
+    cache_seconds, cache_cpu = time.time() - t_cache, time.process_time() - cpu_cache
     interp.to("cpu")
-
-    def dataset(split: str) -> Dataset:
-        if split in cached_splits:
-            return CachedSplit(cache_root / split)
-        return WaveSplit(arrays[split].wavs, arrays[split].labels)
-
-    datasets = {s: dataset(s) for s in ("train", "valid", "test")}
-    bs, nw = trainer_cfg.batch_size, trainer_cfg.num_workers
-
-    def loader(split: str, shuffle: bool, workers: int, **one: Any) -> DataLoader:
-        return clip_loader(datasets[split], bs, shuffle, trainer_cfg.seed, workers,
-                           buffer=cfg.data.shuffle_buffer, **one)  # split between DDP ranks
-
-    train_loader, valid_loader = loader("train", True, nw), loader("valid", False, nw)
-    noise = None
-    if noisy:
-        from l2i.noise import NoiseBank
-
-        n_samples = int(round(cfg.data.duration_s * info.features.sample_rate))
-        noise = NoiseBank(augment.noise_folder, info.features.sample_rate, n_samples,
-                          seed=trainer_cfg.seed + rank)
-    steps = math.ceil(len(datasets["train"]) / (bs * world_size(trainer_cfg)))
-    module = L2IModule(interp, cfg.loss, trainer_cfg, augment, noise, steps_per_epoch=steps)
+    datasets = _split_datasets(cached_splits, out / "cache", arrays, interp.features)
+    train_loader, valid_loader = (
+        clip_loader(datasets[s], trainer_cfg.batch_size, s == "train", trainer_cfg.seed,
+                    trainer_cfg.num_workers, buffer=cfg.data.shuffle_buffer)  # split by rank
+        for s in ("train", "valid"))
+    module = _build_module(cfg, trainer_cfg, interp, augment, datasets, noisy)
 
     timer = BestTimer(t0)
     trainer = build_trainer(trainer_cfg, out, monitor=MONITOR, mode="max",
                             extra_callbacks=[timer], distributed_sampler=False)
-    t_fit = time.time()
+    t_fit, cpu_fit = time.time(), time.process_time()
     fit(trainer, module, train_loader, valid_loader, ckpt_path, out)
-    fit_seconds = time.time() - t_fit
+    fit_seconds, fit_cpu = time.time() - t_fit, time.process_time() - cpu_fit
     if trainer.global_rank != 0:
         return ""
+    metrics = _evaluate_best(trainer, module, datasets, trainer_cfg, timer, out)
+    metrics.update({
+        "fit_seconds": round(fit_seconds, 2),
+        "seconds": round(time.time() - t0, 2),
+        "time_to_best_s": None if timer.time_to_best is None else round(timer.time_to_best, 2),
+        "cache_seconds": round(cache_seconds, 2),
+        "fit_cpu_seconds": round(fit_cpu, 2), "cache_cpu_seconds": round(cache_cpu, 2),
+        "cache_estimate_mb": round(cache_bytes / 2**20, 2),
+        **_run_info(out / "cache", cached_splits, datasets, interp, noisy, trainer),
+    })
+    return _write_bundle(out, interp, cfg, metrics)
 
-    # ---- reload the best epoch, score valid and test, write the bundle
+
+def _setup(cfg: L2IRecipe) -> tuple[L2IRecipe, Any, AugmentConfig]:
+    """The recipe with an absolute data folder, the trainer settings under torchrun (one
+    device per local process) and the augmentation (noise only; the rest warned as ignored)."""
+    from l2i.data import with_absolute_data_folder
+
+    cfg = with_absolute_data_folder(cfg)  # the recipe stored in l2i.ckpt names it from anywhere
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the classifier
+    augment = replace(cfg.augment, noise_folder=cfg.noise_folder or cfg.augment.noise_folder)
+    unused = [k for k in ("time_shift", "gain_db", "mixup_alpha", "freq_masks", "time_masks")
+              if getattr(augment, k) != getattr(AugmentConfig(), k)]
+    if unused and _rank() == 0:
+        warnings.warn(f"l2i train only applies noise mixing; augment.{', augment.'.join(unused)}"
+                      " are ignored", stacklevel=3)
+    trainer_cfg = cfg.trainer
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "0"))
+    if local_world > 1 and trainer_cfg.devices == 1:  # started by torchrun
+        trainer_cfg = replace(trainer_cfg, devices=local_world)
+    return cfg, trainer_cfg, augment
+
+
+def _load_splits(cfg: L2IRecipe, trainer_cfg: Any, interp: Interpreter, index: Any,
+                 noisy: bool) -> tuple[list[str], dict[str, Any], int]:
+    """Load every split's audio and build the map caches :func:`_cached_splits` chose: rank 0
+    builds them; the other ranks wait for them, then load the audio.
+
+    Returns ``(cached split names, {split: loaded split (wavs, labels)}, estimated bytes of
+    the cache)``.
+    """
+    from l2i.data import load_split
+
+    rank = _rank()
+    cache_root = Path(cfg.output_folder) / "cache"
+    sr = interp.features.sample_rate
+    keys = split_keys(cfg, index, interp)
+    cached_splits, est = _cached_splits(cfg, interp, index, keys, noisy)
+    for split in cached_splits if rank != 0 else ():
+        wait_for(cache_root / split, keys[split], rank)
+    arrays = {s: load_split(index, s, cfg.data, sr, cache_dir=cache_root / "audio",
+                            progress=trainer_cfg.progress and rank == 0) for s in SPLITS}
+    for split in cached_splits if rank == 0 else ():
+        build_cache(interp, arrays[split].wavs, arrays[split].labels, cache_root / split,
+                    keys[split], trainer_cfg.batch_size, resolve_device(trainer_cfg.device),
+                    progress=trainer_cfg.progress, dtype=trainer_cfg.cache_dtype,
+                    shard_clips=trainer_cfg.cache_shard_clips)
+    return cached_splits, arrays, est
+
+
+def _cached_splits(cfg: L2IRecipe, interp: Interpreter, index: Any, keys: dict[str, str],
+                   noisy: bool) -> tuple[list[str], int]:
+    """The splits whose maps are cached (:func:`l2i.training.map_cache.cache_plan`) and the
+    cache's estimated bytes, printed first (rank 0). A noisy train split is always recomputed.
+
+    Every rank decides the same from the clip counts and the clip length (the layout comes
+    from one silent clip of ``data.duration_s``), before any audio is read.
+    """
+    from l2i.training.map_cache import cache_plan, cache_ready, clip_layout, estimate_bytes
+
+    candidates = [s for s in SPLITS if cfg.cache_maps is not False
+                  and not (s == "train" and noisy)]
+    if not candidates:
+        return [], 0
+    t = cfg.trainer
+    cache_root = Path(cfg.output_folder) / "cache"
+    n_samples = int(round(cfg.data.duration_s * interp.features.sample_rate))
+    layout = clip_layout(interp, np.zeros(n_samples, dtype=np.float32), t.cache_dtype)
+    n = {s: len(index.split(s)) for s in candidates}
+    est = sum(estimate_bytes(layout, n[s], t.cache_shard_clips) for s in candidates)
+    ready = all(cache_ready(cache_root / s, keys[s]) for s in candidates)
+    use = ready or cache_plan(cfg.cache_maps, est, t.cache_auto_gb, t.cache_limit_gb)
+    if _rank() == 0:
+        what = ("reused" if ready else f"writing it to {cache_root}") if use else (
+            f"over trainer.cache_auto_gb = {t.cache_auto_gb:g}: recomputing the classifier's "
+            "maps each epoch (--cache_maps true caches them)")
+        print(f"l2i train: map cache of {', '.join(candidates)}: {sum(n.values())} clips x "
+              f"{est / max(1, sum(n.values())) / 2**10:.1f} KB = {est / 2**20:.1f} MB "
+              f"({t.cache_dtype}); {what}", flush=True)
+    return (candidates if use else []), est
+
+
+def _split_datasets(cached_splits: list[str], cache_root: Path, arrays: dict[str, Any],
+                    features: FeaturesConfig) -> dict[str, Dataset]:
+    """Each split as a :class:`CachedSplit` (cached) or a :class:`WaveSplit` (audio)."""
+    def dataset(split: str) -> Dataset:
+        if split in cached_splits:
+            return CachedSplit(cache_root / split, arrays[split].wavs, features)
+        return WaveSplit(arrays[split].wavs, arrays[split].labels)
+
+    return {s: dataset(s) for s in SPLITS}
+
+
+def _build_module(cfg: L2IRecipe, trainer_cfg: Any, interp: Interpreter,
+                  augment: AugmentConfig, datasets: dict[str, Dataset], noisy: bool
+                  ) -> L2IModule:
+    """The :class:`L2IModule`, with its noise bank when mixing noise and the per-epoch step
+    count of the whole DDP world (the cosine schedule)."""
+    from l2i.training.common import world_size
+
+    noise = None
+    if noisy:
+        from l2i.noise import NoiseBank
+
+        sr = interp.features.sample_rate
+        n_samples = int(round(cfg.data.duration_s * sr))
+        noise = NoiseBank(augment.noise_folder, sr, n_samples, seed=trainer_cfg.seed + _rank())
+    steps = math.ceil(len(datasets["train"]) / (trainer_cfg.batch_size
+                                                * world_size(trainer_cfg)))
+    return L2IModule(interp, cfg.loss, trainer_cfg, augment, noise, steps_per_epoch=steps)
+
+
+def _evaluate_best(trainer: Any, module: L2IModule, datasets: dict[str, Dataset],
+                   trainer_cfg: Any, timer: BestTimer, out: Path) -> dict[str, Any]:
+    """Reload the best epoch into ``module`` and score valid and test (``valid/...``,
+    ``test/...``), with the epoch counts and the best checkpoint's path."""
+    from l2i.training.common import best_checkpoint_path, clip_loader, early_stop_info
+
     best = best_checkpoint_path(trainer) or str(out / "checkpoints" / "last.ckpt")
     state = _load_lightning_ckpt(best)
     module.load_state_dict(state["state_dict"])
     eval_device = resolve_device(trainer_cfg.device)
     metrics: dict[str, Any] = {}
     for split in ("valid", "test"):
-        whole = loader(split, False, 0, rank=0, world_size=1)
-        for k, v in evaluate_split(module, whole, eval_device).items():
+        loader = clip_loader(datasets[split], trainer_cfg.batch_size, False, trainer_cfg.seed,
+                             0, rank=0, world_size=1)  # the whole split on rank 0
+        for k, v in evaluate_split(module, loader, eval_device).items():
             metrics[f"{split}/{k}"] = v
     module.to("cpu")
     metrics.update({
         "epochs": int(trainer.current_epoch), **early_stop_info(trainer),
         "best_epoch": int(state.get("epoch", timer.best_epoch)),
         "best_checkpoint": str(best),
-        "fit_seconds": round(fit_seconds, 2),
-        "seconds": round(time.time() - t0, 2),
-        "time_to_best_s": None if timer.time_to_best is None else round(timer.time_to_best, 2),
-        "cache_seconds": round(cache_seconds, 2),
+    })
+    return metrics
+
+
+def _run_info(cache_root: Path, cached_splits: list[str], datasets: dict[str, Dataset],
+              interp: Interpreter, noisy: bool, trainer: Any) -> dict[str, Any]:
+    """The run's facts for ``metrics.json``: cache, memory, split sizes, parameter counts."""
+    return {
         "cache": bool(cached_splits),
         "cache_splits": cached_splits,
         "cache_mb": round(sum(folder_size(cache_root / s) for s in cached_splits) / 2**20, 2),
@@ -897,13 +842,16 @@ def train_interpreter(cfg: L2IRecipe) -> str:
         "psi_params": sum(p.numel() for p in interp.psi.parameters()),
         "theta_params": sum(p.numel() for p in interp.theta.parameters()),
         "noise_augmentation": noisy, "world_size": int(trainer.world_size),
-    })
+    }
+
+
+def _write_bundle(out: Path, interp: Interpreter, cfg: L2IRecipe,
+                  metrics: dict[str, Any]) -> str:
+    """Write ``l2i.ckpt`` (the interpreter, its recipe and metrics) and ``metrics.json``."""
     interp.metrics = metrics
     path = save_interpreter(out / FINAL, interp, loss=cfg.loss, recipe=to_dict(cfg),
                             metrics=metrics, psi_cfg=cfg.psi, theta_cfg=cfg.theta)
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, out / "metrics.json")
+    write_json(out / "metrics.json", metrics)
     print(f"l2i train: test fidelity top-1 {metrics['test/fid_top1']:.3f} top-3 "
           f"{metrics['test/fid_top3']:.3f} top-5 {metrics['test/fid_top5']:.3f}; "
           f"rec error {metrics['test/rec_rel']:.3f}; wrote {path}", flush=True)
