@@ -1,0 +1,287 @@
+"""Choose the L2I mask defaults (``mask:`` of the recipes) on VALIDATION folds, by a rule fixed
+in advance (written here before any figure was seen).
+
+    .venv/bin/python benchmarks/select_masks.py \\
+        --synthetic demo=/work/main/runs/demo/l2i/l2i.ckpt \\
+        --esc10 sel=/work/main/runs/sel/l2i_flatten/l2i.ckpt \\
+        --out benchmarks/results/select_masks.json
+
+Each checkpoint is evaluated on its recipe's VALIDATION fold (``data.valid_folds``; the test
+fold is never read) with the harness's own code (``l2i.scoring.score_explainers`` and
+``aggregate``, what ``l2i evaluate`` runs), next to the energy / ones / random baselines.
+``--synthetic`` checkpoints (``l2i demo`` data, with event ground truth) on the clean clips;
+``--esc10`` checkpoints on the clean clips, ``mixtures`` and ``white_noise`` (0 dB).
+
+The rule:
+
+1. Step 1, candidates: every combination of ``resolution`` (clip, frame, frame_attention) x
+   ``weights`` (threshold at the checkpoint's ``relevance_th``, soft ``max(r, 0)``) x
+   ``background`` (none, median, spread) x ``denominator`` (model, input), 36 in all; the
+   paper's mask (clip, threshold, none, model) is the first.
+2. Each candidate is ranked (1 = best, ties averaged) on each metric below; the lowest mean
+   rank wins; a tie goes to the earlier candidate in the order above (the one closer to the
+   paper's mask).
+   - synthetic recipe (``recipes/demo/l2i.yaml``): mask localisation ROC-AUC and IoU (higher
+     is better), AI (higher), AD (lower), FF (higher), Fid-In (higher): 6 rankings;
+   - ESC-10 recipe (``recipes/esc50/l2i_conv2d.yaml``): AI, AD, FF, Fid-In on clean and on
+     mixtures, SPS on white noise: 9 rankings.
+   With several checkpoints of one kind, the rankings of all of them are pooled (each
+   checkpoint's metrics are separate rankings).
+3. Step 2, sharpening, on the step-1 winner of each recipe: sharpen 1 (off), sharpen 2,
+   binarize 0.25, binarize 0.5 (relative to the clip's maximum), ranked by the same metrics;
+   a sharpened mask is kept only if its mean rank is strictly lower than the unsharpened one.
+4. Listenability is reported next to the metrics (not ranked): on the clean validation clips,
+   the spectral flatness of the explanation audio (mean over frames within 60 dB of the
+   clip's loudest; the input's own flatness alongside) and the STFT inconsistency
+   ``|| |STFT(ISTFT(M X))| - M |X| || / || M |X| ||`` (0 for a mask the STFT can realise;
+   hard masks create artefacts that raise it).
+
+Prints one JSON object (``--out`` also writes it): per recipe the chosen mask, the rows of
+every candidate (metrics and mean rank) and the baselines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _emit import emit  # noqa: E402
+
+from l2i import features as feats  # noqa: E402
+from l2i.config import EvaluateRecipe, MaskConfig, to_dict  # noqa: E402
+
+SYNTH_METRICS = {("clean", "loc_auc"): 1, ("clean", "loc_iou"): 1, ("clean", "AI"): 1,
+                 ("clean", "AD"): -1, ("clean", "FF"): 1, ("clean", "Fid-In"): 1}
+ESC_METRICS = {**{(s, m): sign for s in ("clean", "mixtures")
+                  for m, sign in (("AI", 1), ("AD", -1), ("FF", 1), ("Fid-In", 1))},
+               ("white_noise", "SPS"): 1}
+REPORTED = ("AI", "AD", "FF", "Fid-In", "SPS", "COMP", "mask_mean", "loc_auc", "loc_iou",
+            "loc_auc_baseline", "fidelity_top1", "ms_per_clip")
+CONTAMINATION = {"clean": "none", "mixtures": "mixtures", "white_noise": "white_noise"}
+
+
+def step1_candidates() -> dict[str, MaskConfig]:
+    out = {}
+    for res, w, bg, den in itertools.product(("clip", "frame", "frame_attention"),
+                                             ("threshold", "soft"), ("none", "median", "spread"),
+                                             ("model", "input")):
+        out[f"{res}/{w}/{bg}/{den}"] = MaskConfig(resolution=res, weights=w, background=bg,
+                                                  denominator=den)
+    return out
+
+
+def step2_candidates(base: MaskConfig) -> dict[str, MaskConfig]:
+    return {"off": base, "sharpen2": replace(base, sharpen=2.0),
+            "binarize0.25": replace(base, binarize=0.25),
+            "binarize0.5": replace(base, binarize=0.5)}
+
+
+# --------------------------------------------------------------------------- data
+def valid_set(ckpt: str, contamination: str, seed: int = 0) -> dict[str, Any]:
+    """The checkpoint's validation fold as ``l2i evaluate --test_folds VALID`` loads it."""
+    from l2i.contamination import contaminate
+    from l2i.data import load_dataset, load_split
+    from l2i.evaluation import _test_data_config, _truth_masks, with_checkpoint_defaults
+    from l2i.explain import Explainer
+
+    ex = Explainer.load(ckpt)
+    recipe = dict(ex.interpreter.recipe or {})
+    folds = list(recipe["data"]["valid_folds"])
+    cfg = with_checkpoint_defaults(EvaluateRecipe(ckpt=ckpt, test_folds=folds), recipe)
+    data_cfg = _test_data_config(cfg)
+    fcfg, sr = ex.features, ex.sample_rate
+    index = load_dataset(cfg.data_folder, data_cfg, sample_rate=sr, splits=("test",),
+                         known_classes=ex.class_names)
+    split = load_split(index, "test", data_cfg, sr, None)
+    names = list(index.class_names)
+    labels = np.asarray([ex.class_names.index(names[i]) for i in split.labels], dtype=np.int64)
+    clean = np.asarray(split.wavs, dtype=np.float32)  # (N, S)
+    wavs, _ = contaminate(clean, labels, contamination, seed, None, sr)
+    ids = [str(i) for i in split.ids]
+    truths = _truth_masks(cfg.data_folder, index, ids, fcfg, feats.n_frames(wavs.shape[1], fcfg))
+    return {"explainer": ex, "wavs": wavs, "labels": labels, "truths": truths, "folds": folds,
+            "data_folder": cfg.data_folder}
+
+
+def score(data: dict[str, Any], masks: dict[str, MaskConfig],
+          baselines: bool) -> dict[str, dict[str, Any]]:
+    """``aggregate`` metrics of every candidate mask (and the trivial baselines)."""
+    from l2i.explain import Explainer
+    from l2i.explainers import build_baseline
+    from l2i.explainers.l2i import L2IExplainer
+    from l2i.scoring import aggregate, score_explainers
+
+    base = data["explainer"]
+    exs = []
+    for name, cfg in masks.items():
+        e = L2IExplainer(Explainer(base.interpreter, relevance_th=base.relevance_th, mask=cfg))
+        e.name = name
+        exs.append(e)
+    if baselines:
+        for b in ("energy", "ones", "random"):
+            exs.append(build_baseline(b, exs[0].classifier, exs[0].features,
+                                      exs[0].class_names, seed=0))
+    res = score_explainers(exs, data["wavs"], 16, 0, data["truths"], progress=False)
+    out = {}
+    for name, r in res.items():
+        agg = aggregate(r, data["labels"])
+        out[name] = {k: agg.get(k) for k in REPORTED if agg.get(k) is not None}
+    return out
+
+
+def listenability(data: dict[str, Any], masks: dict[str, MaskConfig]) -> dict[str, Any]:
+    """Spectral flatness of the explanation audio and STFT inconsistency, means over clips."""
+    from l2i.explain import Explainer
+
+    base = data["explainer"]
+    fcfg = base.features
+    wav = torch.from_numpy(np.ascontiguousarray(data["wavs"]))  # (N, S)
+    out: dict[str, Any] = {}
+    spec = feats.stft(wav, fcfg)  # (N, T, F) complex
+    mag = feats.magnitude(spec)
+    out["input"] = {"flatness": _flatness(mag)}
+    for name, cfg in masks.items():
+        ex = Explainer(base.interpreter, relevance_th=base.relevance_th, mask=cfg)
+        flat, inc = [], []
+        for s in range(0, wav.shape[0], 16):
+            b = ex.explain_batch(mag[s:s + 16])
+            target = b.mask * spec[s:s + 16]  # (B, T, F) complex
+            audio = feats.istft(target, fcfg, length=wav.shape[1])  # (B, N)
+            again = feats.magnitude(feats.stft(audio, fcfg))  # (B, T, F)
+            want = target.abs()
+            num = (again - want).pow(2).sum(dim=(1, 2)).sqrt()
+            den = want.pow(2).sum(dim=(1, 2)).sqrt().clamp_min(1e-12)
+            inc.append((num / den).numpy())
+            flat.append(_flatness(again, per_clip=True))
+        out[name] = {"flatness": float(np.nanmean(np.concatenate(flat))),
+                     "inconsistency": float(np.mean(np.concatenate(inc)))}
+    return out
+
+
+def _flatness(mag: torch.Tensor, per_clip: bool = False) -> Any:
+    """Spectral flatness (geometric / arithmetic mean over bins) averaged over the frames
+    within 60 dB of each clip's loudest; ``mag (B, T, F)``."""
+    p = mag.double().pow(2) + 1e-20  # (B, T, F)
+    sf = p.log().mean(dim=-1).exp() / p.mean(dim=-1)  # (B, T)
+    energy = p.sum(dim=-1)  # (B, T)
+    keep = energy >= energy.amax(dim=1, keepdim=True) * 1e-6
+    vals = torch.where(keep, sf, torch.full_like(sf, float("nan")))
+    clip = torch.nanmean(vals, dim=1).numpy()
+    return clip if per_clip else float(np.nanmean(clip))
+
+
+# --------------------------------------------------------------------------- ranking
+def mean_ranks(table: dict[str, dict[tuple[str, str, str], float]],
+               metrics: dict[tuple[str, str], int], ckpts: list[str]) -> dict[str, float]:
+    """``table[candidate][(ckpt, set, metric)]`` -> mean rank (1 = best, ties averaged)."""
+    names = list(table)
+    total, n = np.zeros(len(names)), 0
+    for ck in ckpts:
+        for (s, m), sign in metrics.items():
+            vals = np.array([-sign * _num(table[c].get((ck, s, m))) for c in names])
+            vals = np.where(np.isnan(vals), np.inf, vals)  # a missing value ranks last
+            order = vals.argsort(kind="stable")
+            r = np.empty(len(names))
+            r[order] = np.arange(1, len(names) + 1)
+            for v in np.unique(vals):
+                r[vals == v] = r[vals == v].mean()
+            total += r
+            n += 1
+    return {c: float(total[i] / n) for i, c in enumerate(names)}
+
+
+def _num(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) else float("nan")
+
+
+def run_kind(ckpts: dict[str, str], sets: tuple[str, ...], metrics: dict[tuple[str, str], int],
+             log: Any) -> dict[str, Any]:
+    """Steps 1-2 of the rule for one recipe kind (synthetic or ESC-10)."""
+    data = {(ck, s): valid_set(path, CONTAMINATION[s]) for ck, path in ckpts.items() for s in sets}
+    rows: dict[str, dict[str, Any]] = {}
+    baselines: dict[str, Any] = {}
+
+    def evaluate(cands: dict[str, MaskConfig], prefix: str) -> dict[str, dict]:
+        table: dict[str, dict] = {prefix + c: {} for c in cands}
+        for (ck, s), d in data.items():
+            t0 = time.perf_counter()
+            res = score(d, cands, baselines=(ck, s) not in baselines)
+            log(f"{prefix}{ck}/{s}: {len(cands)} masks in {time.perf_counter() - t0:.0f} s")
+            for name, agg in res.items():
+                if name in cands:
+                    for m, v in agg.items():
+                        table[prefix + name][(ck, s, m)] = v
+                else:
+                    baselines.setdefault((ck, s), {})[name] = agg
+        return table
+
+    step1 = step1_candidates()
+    t1 = evaluate(step1, "")
+    r1 = mean_ranks(t1, metrics, list(ckpts))
+    best1 = min(t1, key=lambda c: (r1[c], list(t1).index(c)))
+    step2 = step2_candidates(step1[best1])
+    t2 = evaluate({k: v for k, v in step2.items() if k != "off"}, "sharpen:")
+    t2 = {"sharpen:off": t1[best1], **t2}
+    r2 = mean_ranks(t2, metrics, list(ckpts))
+    best2 = min(t2, key=lambda c: (r2[c] if c != "sharpen:off" else r2[c] - 1e-9,
+                                   list(t2).index(c)))
+    chosen = step2[best2.split(":", 1)[1]]
+    clean = next(d for (ck, s), d in data.items() if s == "clean")
+    listen = listenability(clean, {"paper": MaskConfig(), best1: step1[best1],
+                                   **{f"sharpen:{k}": v for k, v in step2.items()}})
+    for table, ranks, step in ((t1, r1, 1), (t2, r2, 2)):
+        for c, vals in table.items():
+            row = rows.setdefault(f"step{step}:{c}", {"step": step, "candidate": c})
+            row["mean_rank"] = round(ranks[c], 3)
+            row.update({f"{ck}/{s}/{m}": _round(v) for (ck, s, m), v in vals.items()})
+    return {"checkpoints": ckpts, "valid_folds": {ck: data[(ck, sets[0])]["folds"] for ck in ckpts},
+            "step1_winner": best1, "step2_winner": best2, "chosen": to_dict(chosen),
+            "listenability": listen, "rows": list(rows.values()),
+            "baselines": {f"{ck}/{s}": {n: {m: _round(v) for m, v in a.items()}
+                                        for n, a in b.items()}
+                          for (ck, s), b in baselines.items()}}
+
+
+def _round(v: Any) -> Any:
+    return round(float(v), 4) if isinstance(v, (int, float)) else v
+
+
+def _named(specs: list[str]) -> dict[str, str]:
+    return dict(s.split("=", 1) if "=" in s else (Path(s).parent.name, s) for s in specs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--synthetic", action="append", default=[], help="NAME=l2i.ckpt (demo data)")
+    ap.add_argument("--esc10", action="append", default=[], help="NAME=l2i.ckpt (ESC-10)")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    t0 = time.time()
+    result: dict[str, Any] = {
+        "command": "python benchmarks/select_masks.py " + " ".join(argv or sys.argv[1:]),
+        "machine": "2-core CPU, shared (validation metrics; no timing)",
+        "rule": "see the script's docstring"}
+
+    def log(msg: str) -> None:
+        print(f"[{time.time() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)
+
+    if args.synthetic:
+        result["synthetic"] = run_kind(_named(args.synthetic), ("clean",), SYNTH_METRICS, log)
+    if args.esc10:
+        result["esc10"] = run_kind(_named(args.esc10), ("clean", "mixtures", "white_noise"),
+                                   ESC_METRICS, log)
+    return emit(result, args.out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
