@@ -101,6 +101,10 @@ def test_sharpen_and_binarize_relative_to_the_clip_maximum():
     assert torch.equal(sharpen_mask(m, 2.0, binarize=0.5),  # 0.16 < 0.5 * 0.64
                        torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]))
     assert not sharpen_mask(torch.zeros(1, 2, 2), binarize=0.5).any()  # empty stays empty
+    half = torch.tensor([[[0.4, 0.2], [0.1, 0.0]]])
+    assert torch.allclose(sharpen_mask(half, rescale=True), torch.tensor([[[1.0, 0.5],
+                                                                          [0.25, 0.0]]]))
+    assert not sharpen_mask(torch.zeros(1, 2, 2), rescale=True).any()
 
 
 def _background_case():

@@ -223,7 +223,8 @@ class MaskConfig:
     # model: divide by psi's reconstruction W H (the paper); input: by log1p|X| (what W H
     # models), clamped to [0, 1]
     denominator: Literal["model", "input"] = "model"
-    sharpen: float = 1.0  # mask ** sharpen (> 1 sharpens, 1 = off)
+    rescale: bool = False  # divide the mask by its maximum over the clip (the peak bin -> 1)
+    sharpen: float = 1.0  # mask ** sharpen (> 1 sharpens, < 1 widens, 1 = off)
     binarize: float = 0.0  # > 0: mask >= binarize * max(mask) -> 1, else 0 (0 = off)
 
 

@@ -204,9 +204,14 @@ def weighted_mask(W: Tensor, H: Tensor, weights: Tensor, denominator: str = "mod
     return (part / (den + eps)).clamp(0.0, 1.0)
 
 
-def sharpen_mask(mask: Tensor, power: float = 1.0, binarize: float = 0.0) -> Tensor:
-    """``mask ** power``; then, with ``binarize > 0``, 1 where ``mask >= binarize * max`` (the
-    clip's maximum over (time, freq)) and 0 elsewhere. ``(B, T, F)`` -> ``(B, T, F)``."""
+def sharpen_mask(mask: Tensor, power: float = 1.0, binarize: float = 0.0,
+                 rescale: bool = False) -> Tensor:
+    """With ``rescale``, ``mask / max`` (the clip's maximum over (time, freq); an all-zero mask
+    stays 0); then ``mask ** power``; then, with ``binarize > 0``, 1 where
+    ``mask >= binarize * max`` and 0 elsewhere. ``(B, T, F)`` -> ``(B, T, F)``."""
+    if rescale:
+        peak = mask.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+        mask = mask / peak.clamp_min(MASK_EPS)
     if power != 1.0:
         mask = mask ** float(power)
     if binarize > 0:
@@ -226,7 +231,8 @@ def explanation_mask(W: Tensor, H: Tensor, theta_weight: Tensor, z: Tensor, targ
     with theta's ``attention (B, K, T)`` for ``frame_attention``); weights
     (:func:`relevance_weights`); background (``median``: the numerator, and the frame
     relevance, use :func:`foreground` activations; ``spread``: weights times
-    :func:`peakiness`); :func:`weighted_mask`; :func:`sharpen_mask`.
+    :func:`peakiness`); :func:`weighted_mask`; :func:`sharpen_mask` (rescale, power,
+    binarize).
 
     Args:
         W: ``(F, K)``; H: ``(B, K, T)``; theta_weight: ``(C, K)``; z: ``(B, K)``;
@@ -253,7 +259,7 @@ def explanation_mask(W: Tensor, H: Tensor, theta_weight: Tensor, z: Tensor, targ
         share = torch.where(H > 0, Hb / H.clamp_min(MASK_EPS), torch.zeros_like(H))  # (B, K, T)
         w = (w[:, :, None] if w.dim() == 2 else w) * share
     mask = weighted_mask(W, H, w, cfg.denominator, mag)
-    return sharpen_mask(mask, cfg.sharpen, cfg.binarize), w
+    return sharpen_mask(mask, cfg.sharpen, cfg.binarize, cfg.rescale), w
 
 
 def selected_of(weights: Tensor) -> Tensor:
