@@ -1,7 +1,8 @@
 """One clip explained with the paper's mask and with another ``MaskConfig``, side by side
 (docs/method.md, "What changed from the paper and why").
 
-    .venv/bin/python benchmarks/mask_figure.py CKPT CLIP.wav --mask '{"resolution": "frame"}' \\
+    .venv/bin/python benchmarks/mask_figure.py CKPT CLIP.wav \\
+        --mask 'per frame={"resolution": "frame"}' [--mask 'NAME=JSON' ...] \\
         --out docs/figures/mask_before_after.png
 
 Panels: the input spectrogram and, when the clip's dataset has ``events/`` (``l2i synth``),
@@ -62,24 +63,27 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("ckpt")
     ap.add_argument("clip")
-    ap.add_argument("--mask", default="{}", help="the new MaskConfig as JSON")
-    ap.add_argument("--name", default="new mask")
+    ap.add_argument("--mask", action="append", default=[],
+                    help="NAME=JSON: a MaskConfig drawn under the paper's (repeatable)")
     ap.add_argument("--out", default="docs/figures/mask_before_after.png")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    new = from_dict(MaskConfig, json.loads(args.mask), "mask.")
+    news = {n: from_dict(MaskConfig, json.loads(j), "mask.")
+            for n, j in (m.split("=", 1) for m in args.mask)}
     clip = Path(args.clip)
     x, sr = sf.read(clip, dtype="float32")
     paper = Explainer.load(args.ckpt, mask=MaskConfig())
     fcfg = paper.features
     e_old = paper.explain(x, sr)
-    e_new = Explainer(paper.interpreter, relevance_th=paper.relevance_th, mask=new).explain(x, sr)
+    rows = [("paper's mask", e_old)] + [
+        (n, Explainer(paper.interpreter, relevance_th=paper.relevance_th, mask=c).explain(x, sr))
+        for n, c in news.items()]
     mag = e_old.input_magnitude
     truth = truth_of(clip, fcfg, mag.shape[0])
     plt = _mpl()
     ext = _extent(mag.shape[0], mag.shape[1], fcfg.hop_length, fcfg.sample_rate)
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.4), layout="constrained", sharex=True,
-                             sharey=True)
+    fig, axes = plt.subplots(len(rows), 3, figsize=(13, 3.2 * len(rows)), layout="constrained",
+                             sharex=True, sharey=True, squeeze=False)
     ref = float(mag.max()) or 1.0
     plot_spectrogram(axes[0, 0], to_db(mag, ref), ext, "input |X|", vmin=-DB_RANGE, vmax=0.0,
                      label="dB re input max")
@@ -88,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
                          vmin=0.0, vmax=1.0, label="")
     else:
         axes[1, 0].set_visible(False)
+    for ax in axes[2:, 0]:
+        ax.set_visible(False)
     info = {}
     m_t = torch.from_numpy(mag)[None]
-    for row, (name, e) in enumerate((("paper's mask", e_old), (args.name, e_new))):
+    for row, (name, e) in enumerate(rows):
         p_in, p_out = probs_in_out(paper, m_t, torch.from_numpy(e.mask)[None], e.target)
         plot_spectrogram(axes[row, 1], e.mask, ext, f"{name}: M (mean {e.mask.mean():.2f})",
                          vmin=0.0, vmax=1.0, label="mask")
@@ -108,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"{e_old.classifier_probs[e_old.target]:.2f})", fontsize=12)
     save_figure(fig, args.out)
     _ = feats
-    return emit({"clip": str(clip), "figure": args.out, "mask": json.loads(args.mask),
-                 **info}, None)
+    return emit({"clip": str(clip), "figure": args.out, "masks": args.mask, **info}, None)
 
 
 if __name__ == "__main__":
