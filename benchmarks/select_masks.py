@@ -46,7 +46,9 @@ validation clip showed soft per-frame masks peaking at ~0.15. The paper's compon
 control is not computed here: it is not ranked and costs a classifier pass per mask.)
 
 Prints one JSON object (``--out`` also writes it): per recipe the chosen mask, the rows of
-every candidate (metrics and mean rank) and the baselines.
+every candidate (metrics and mean rank) and the baselines; ``--out`` also writes the compact
+tables ``NAME_synthetic.json`` / ``NAME_esc10.json`` next to it (docs/benchmarks.md renders
+them). ``--merge A.json B.json`` combines runs made separately (one per kind) into ``--out``.
 """
 
 from __future__ import annotations
@@ -318,6 +320,44 @@ def _round(v: Any) -> Any:
     return round(float(v), 4) if isinstance(v, (int, float)) else v
 
 
+TABLE_COLS = {
+    "synthetic": [("loc AUC", "clean/loc_auc"), ("loc IoU", "clean/loc_iou"), ("AI", "clean/AI"),
+                  ("AD", "clean/AD"), ("FF", "clean/FF"), ("Fid-In", "clean/Fid-In"),
+                  ("SPS", "clean/SPS")],
+    "esc10": [("AI", "clean/AI"), ("AD", "clean/AD"), ("FF", "clean/FF"),
+              ("Fid-In", "clean/Fid-In"), ("mix AI", "mixtures/AI"), ("mix AD", "mixtures/AD"),
+              ("mix FF", "mixtures/FF"), ("mix Fid-In", "mixtures/Fid-In"),
+              ("noise SPS", "white_noise/SPS")],
+}
+
+
+def compact_tables(result: dict[str, Any], out: str) -> None:
+    """``OUT_synthetic.json`` / ``OUT_esc10.json``: one row per candidate (first checkpoint)
+    and baseline, for tools/gen_docs.py."""
+    import json
+
+    for kind, cols in TABLE_COLS.items():
+        if kind not in result:
+            continue
+        r = result[kind]
+        ck = next(iter(r["checkpoints"]))
+        rows = []
+        for row in r["rows"]:
+            winner = row["candidate"] in (r["step1_winner"], r["step2_winner"], r["step3_winner"])
+            rows.append({"step": row["step"], "mask": row["candidate"],
+                         "mean rank": row["mean_rank"],
+                         **{n: row.get(f"{ck}/{k}") for n, k in cols},
+                         "kept": "yes" if winner else ""})
+        for b in ("energy", "ones", "random"):
+            vals = {n: r["baselines"].get(f"{ck}/{k.split('/')[0]}", {}).get(b, {})
+                    .get(k.split("/")[1]) for n, k in cols}
+            rows.append({"step": "–", "mask": f"baseline {b}", "mean rank": None, **vals,
+                         "kept": ""})
+        table = {"command": result["command"], "machine": result["machine"], "rows": rows}
+        Path(f"{out.removesuffix('.json')}_{kind}.json").write_text(json.dumps(table, indent=2)
+                                                                   + "\n")
+
+
 def _named(specs: list[str]) -> dict[str, str]:
     return dict(s.split("=", 1) if "=" in s else (Path(s).parent.name, s) for s in specs)
 
@@ -328,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--esc10", action="append", default=[], help="NAME=l2i.ckpt (ESC-10)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--limit", type=int, default=0, help="first N clips only (smoke test)")
+    ap.add_argument("--merge", nargs="+", default=None, help="combine earlier --out JSONs")
     args = ap.parse_args(argv)
     global LIMIT
     LIMIT = args.limit
@@ -341,11 +382,20 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.time() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)
 
+    if args.merge:
+        import json
+
+        parts = [json.loads(Path(p).read_text()) for p in args.merge]
+        result["command"] = " && ".join(p["command"] for p in parts)
+        for p in parts:
+            result.update({k: v for k, v in p.items() if k in TABLE_COLS})
     if args.synthetic:
         result["synthetic"] = run_kind(_named(args.synthetic), ("clean",), SYNTH_METRICS, log)
     if args.esc10:
         result["esc10"] = run_kind(_named(args.esc10), ("clean", "mixtures", "white_noise"),
                                    ESC_METRICS, log)
+    if args.out:
+        compact_tables(result, args.out)
     return emit(result, args.out)
 
 
