@@ -9,6 +9,7 @@ Panels: the input spectrogram and, when the clip's dataset has ``events/`` (``l2
 the event's ideal binary mask; then for each mask the mask itself and the explanation
 ``M * |X|`` (dB re the input's max). The titles give the classifier's probability of the
 explained class on the explanation (masked-in) and on the rest (masked-out). Prints JSON.
+The PNG is quantised to 256 colours (PIL) to keep the repository small.
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     fig.suptitle(f"{clip.name}: explaining '{e_old.target_name}' (classifier p = "
                  f"{e_old.classifier_probs[e_old.target]:.2f})", fontsize=12)
     save_figure(fig, args.out)
+    from PIL import Image  # 256 colours: a third of the size, no visible change
+
+    Image.open(args.out).convert("RGB").quantize(256, Image.Quantize.MEDIANCUT).save(
+        args.out, optimize=True)
     _ = feats
     return emit({"clip": str(clip), "figure": args.out, "masks": args.mask, **info}, None)
 
