@@ -1,6 +1,7 @@
 """Time explaining one clip (default 5 s) after loading: STFT, one forward, mask, inverse STFT.
 
     .venv/bin/python benchmarks/interpret.py [CKPT] [--seconds 5] [--repeats 20] [--threads N]
+        [--mask '{"resolution": "frame"}']
 
 With no checkpoint, a randomly initialised interpreter is built from the model classes, as
 costly as a trained one: classifier model + features from ``--classifier_recipe`` (default
@@ -10,7 +11,9 @@ recipes/esc50/l2i_conv2d.yaml), the config defaults where a recipe is missing; K
 clip at the model's sample rate and for a 44.1 kHz clip (which adds resampling).
 Target (issue 6): < 100 ms for a 5 s clip on a 2-core CPU. ``--threads N`` sets torch's CPU
 threads (as ``l2i ... --threads N`` does); ``load_avg_1min`` in the output says how loaded the
-machine was (docs/cli.md compares 1 and 2 threads on a loaded machine).
+machine was (docs/cli.md compares 1 and 2 threads on a loaded machine). ``--mask`` (JSON):
+mask settings over the checkpoint's (``l2i.config.MaskConfig`` fields; issue 14's target for
+one 5 s clip: <= 40 ms).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from l2i.config import (
     PsiConfig,
     ThetaConfig,
     load_config,
+    to_dict,
 )
 from l2i.explain import Explainer
 from l2i.features import stft
@@ -101,17 +105,19 @@ def main() -> None:
     ap.add_argument("--arch", default=None, help="random model: override conv2d | cnn14")
     ap.add_argument("--width", type=int, default=None, help="random conv2d: override the "
                     "first-block width")
+    ap.add_argument("--mask", default=None, help="mask overrides as JSON (MaskConfig fields)")
     args = ap.parse_args()
+    mask = json.loads(args.mask) if args.mask else None
     if args.threads:
         torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
     if args.ckpt:
-        explainer = Explainer.load(args.ckpt, device=args.device)
+        explainer = Explainer.load(args.ckpt, device=args.device, mask=mask)
     else:
         explainer = Explainer(random_interpreter(
             classifier_recipe=args.classifier_recipe, l2i_recipe=args.l2i_recipe,
-            arch=args.arch, width=args.width).to(args.device))
+            arch=args.arch, width=args.width).to(args.device), mask=mask)
     load_s = time.perf_counter() - t0
 
     sr = explainer.sample_rate
@@ -138,7 +144,7 @@ def main() -> None:
         "n_components": int(interp.n_components), "n_classes": int(interp.n_classes),
         "classifier_params": int(sum(p.numel() for p in interp.classifier.parameters())),
         "params": int(sum(p.numel() for p in interp.parameters())),
-        "load_s": round(load_s, 3),
+        "load_s": round(load_s, 3), "mask": to_dict(explainer.mask_config),
         "explain_at_model_rate": at_model_rate,
         "explain_from_44k1": at_44k,
         "classifier_forward_only": classifier_only,

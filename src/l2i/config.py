@@ -221,6 +221,50 @@ class L2ILossConfig:
 
 
 @dataclass
+class MaskConfig:
+    """How an L2I explanation mask is built (:func:`l2i.explain.explanation_mask`,
+    docs/method.md "What changed from the paper and why").
+
+    The defaults are the paper's mask (old checkpoints explain exactly as before): clip-pooled
+    relevance ``r_k = w_ck z_k / max_j |w_cj z_j|``, the components with ``r_k > relevance_th``
+    (or the ``top_k``), ``M = W_L H_L / (W H + eps)``. Recipes choose other defaults.
+    """
+
+    # relevance per clip (r_k from theta's pooled z, weights (B, K)) or per frame
+    # (frame: r_k(t) = w_ck h_k(t) / max_{j,s} |w_cj h_j(s)|, weights (B, K, T); frame_attention:
+    # the same with theta's attention weights, w_ck a_k(t) h_k(t))
+    resolution: Literal["clip", "frame", "frame_attention"] = "clip"
+    # threshold: 0/1 weights r > relevance_th (or top_k); soft: weights max(r, 0) ** power
+    weights: Literal["threshold", "soft"] = "threshold"
+    power: float = 1.0  # soft weights only
+    # none | median: each component's activation minus its median over the clip's frames
+    # (a component active all the time keeps only what rises above it) | spread: weights
+    # times the component's temporal peakiness 1 - mean_t h_k / max_t h_k (flat ones -> 0)
+    background: Literal["none", "median", "spread"] = "none"
+    # model: divide by psi's reconstruction W H (the paper); input: by log1p|X| (what W H
+    # models), clamped to [0, 1]
+    denominator: Literal["model", "input"] = "model"
+    rescale: bool = False  # divide the mask by its maximum over the clip (the peak bin -> 1)
+    sharpen: float = 1.0  # mask ** sharpen (> 1 sharpens, < 1 widens, 1 = off)
+    binarize: float = 0.0  # > 0: mask >= binarize * max(mask) -> 1, else 0 (0 = off)
+
+
+def _overrides_of(cls: type, name: str) -> type:
+    """A dataclass with ``cls``'s fields, each optional and None by default (= keep the value
+    stored in the checkpoint): the ``mask`` section of ``l2i evaluate`` / ``l2i interpret``."""
+    hints = get_type_hints(cls)
+    out = dataclasses.make_dataclass(
+        name, [(f.name, hints[f.name] | None, None) for f in dataclasses.fields(cls)])
+    out.__module__ = __name__
+    out.__doc__ = (f"Overrides of :class:`{cls.__name__}` (every field None = the checkpoint's "
+                   "value; a checkpoint without one: the dataclass defaults).")
+    return out
+
+
+MaskOverrides = _overrides_of(MaskConfig, "MaskOverrides")
+
+
+@dataclass
 class ClassifierSpec:
     """A classifier given as code (docs/custom_classifier.md): any ``torch.nn.Module``.
 
@@ -360,6 +404,7 @@ class L2IRecipe:
     # recompute them each epoch (false), or auto: cache while the cache fits
     # trainer.cache_auto_gb (docs/scaling.md)
     cache_maps: bool | Literal["auto"] = "auto"
+    mask: MaskConfig = field(default_factory=MaskConfig)  # how explanations are masked (stored)
     noise_folder: str | None = None  # shortcut for augment.noise_folder (turns noise mixing on)
     # `l2i run` only: recipes of the earlier stages (paths relative to this recipe's folder),
     # used when classifier_ckpt / nmf are empty.
@@ -389,6 +434,7 @@ class InterpretRecipe:
     stream: str = "auto"  # auto (files longer than 2 windows) | always | never
     min_confidence: float | None = None  # None: the checkpoint's calibration (see docs/cli.md)
     components: bool = True  # write NAME.components/k{K}.wav and NAME.components.png
+    mask: MaskOverrides = field(default_factory=MaskOverrides)  # None = the checkpoint's
 
 
 @dataclass
@@ -420,6 +466,7 @@ class EvaluateRecipe:
     ig_steps: int = 32  # Integrated Gradients: steps from silence
     smoothgrad_samples: int = 16  # SmoothGrad: noisy copies per clip
     metric_compat: str | None = None  # speechbrain: also AD with SpeechBrain's double softmax
+    mask: MaskOverrides = field(default_factory=MaskOverrides)  # None = the checkpoint's
 
 
 @dataclass

@@ -74,7 +74,7 @@ def load_explainers(cfg: EvaluateRecipe, device: torch.device) -> list[Any]:
     from l2i.explainers import build_baseline, load_explainer
 
     ckpts = [cfg.ckpt, *cfg.extra_ckpts]
-    out = [load_explainer(c, device, cfg.relevance_th, cfg.top_k) for c in ckpts]
+    out = [load_explainer(c, device, cfg.relevance_th, cfg.top_k, mask=cfg.mask) for c in ckpts]
     first = out[0]
     for ck, ex in zip(ckpts[1:], out[1:]):
         _check_same_classifier(first, ex, ckpts[0], ck)

@@ -118,6 +118,155 @@ def ratio_mask(W: Tensor, H: Tensor, selected: Tensor, eps: float = MASK_EPS) ->
     return removal_mask(W, H, selected, eps=eps)
 
 
+def frame_relevance(theta_weight: Tensor, H: Tensor, target: Tensor,
+                    attention: Tensor | None = None, eps: float = 1e-12) -> Tensor:
+    """Relevance per component and frame, ``r_k(t) = c_k(t) / max_{j,s} |c_j(s)|``.
+
+    ``c_k(t) = w_ck h_k(t)`` (``attention`` None) or ``w_ck a_k(t) h_k(t)`` with theta's
+    attention weights ``a (B, K, T)`` (summing to 1 over T, so ``sum_t c_k(t) = w_ck z_k``:
+    the clip's relevance spread over the frames where it comes from).
+
+    Args:
+        theta_weight: ``(C, K)``; H: ``(B, K, T)`` activations; target: ``(B,)`` int.
+    Returns:
+        ``(B, K, T)`` in [-1, 1]; 1 at the clip's most relevant (component, frame) when its
+        contribution is positive; 0 everywhere for a silent clip.
+    """
+    target = torch.as_tensor(target, device=H.device).long().reshape(-1)
+    if H.dim() != 3 or theta_weight.dim() != 2 or theta_weight.shape[1] != H.shape[1]:
+        raise ValueError(f"frame_relevance: expected theta_weight (C, K) and H (B, K, T), got "
+                         f"{tuple(theta_weight.shape)} and {tuple(H.shape)}")
+    contrib = theta_weight.to(H.dtype)[target][:, :, None] * H  # (B, K, T)
+    if attention is not None:
+        contrib = contrib * attention
+    scale = contrib.abs().amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+    return contrib / scale.clamp_min(eps)
+
+
+def foreground(H: Tensor) -> Tensor:
+    """Each component's activation above its median over the clip's frames,
+    ``max(h_k(t) - median_t h_k, 0)``: a component active all the time (a background) keeps
+    only what rises above its usual level. ``H (B, K, T)`` -> ``(B, K, T)`` >= 0."""
+    H = H.clamp_min(0.0)
+    return (H - H.median(dim=-1, keepdim=True).values).clamp_min(0.0)  # (B, K, T)
+
+
+def peakiness(H: Tensor, eps: float = 1e-12) -> Tensor:
+    """Temporal peakiness ``1 - mean_t h_k / max_t h_k`` in [0, 1) per component: 0 for a
+    component equally active in every frame, near 1 for one active in a single frame.
+    ``H (B, K, T)`` -> ``(B, K)`` (0 for a component never active)."""
+    H = H.clamp_min(0.0)
+    peak = H.amax(dim=-1)  # (B, K)
+    return torch.where(peak > eps, 1.0 - H.mean(dim=-1) / peak.clamp_min(eps),
+                       torch.zeros_like(peak))
+
+
+def relevance_weights(r: Tensor, kind: str = "threshold", power: float = 1.0,
+                      relevance_th: float = DEFAULT_RELEVANCE_TH,
+                      top_k: int | None = None) -> Tensor:
+    """Relevance ``r`` (``(B, K)`` or ``(B, K, T)``) -> mask weights of the same shape.
+
+    ``threshold``: 1 where :func:`select_components` keeps the component (``r > relevance_th``
+    or the ``top_k`` per clip / per frame), else 0; ``soft``: ``max(r, 0) ** power``.
+    """
+    if kind == "soft":
+        return r.clamp_min(0.0) ** float(power)
+    return select_components(r, relevance_th, top_k).to(r.dtype)
+
+
+def weighted_mask(W: Tensor, H: Tensor, weights: Tensor, denominator: str = "model",
+                  mag: Tensor | None = None, eps: float = MASK_EPS) -> Tensor:
+    """``M = W (weights * H) / D`` clamped to [0, 1].
+
+    ``D = W H + eps`` (``model``, the paper's ratio mask; with ``(B, K)`` weights this is
+    :func:`ratio_mask` itself) or ``D = log1p|X| + eps`` (``input``: what ``W H`` models; needs
+    ``mag``, the input's linear magnitude ``(B, T, F)``).
+
+    Args:
+        W: ``(F, K)``; H: ``(B, K, T)``; weights: ``(B, K)`` or ``(B, K, T)`` in [0, 1].
+    Returns:
+        ``(B, T, F)`` in [0, 1].
+    """
+    if weights.dim() == 2 and denominator == "model":
+        return ratio_mask(W, H, weights, eps=eps)
+    W = W.to(H.dtype).clamp_min(0.0)
+    H = H.clamp_min(0.0)
+    w = weights.to(H.dtype)
+    w = w[:, :, None] if w.dim() == 2 else w  # (B, K, 1) or (B, K, T)
+    part = torch.einsum("fk,bkt->btf", W, H * w)  # (B, T, F)
+    if denominator == "input":
+        if mag is None:
+            raise ValueError("weighted_mask: denominator 'input' needs mag (B, T, F)")
+        den = torch.log1p(mag.to(H.dtype).clamp_min(0.0))  # (B, T, F)
+    else:
+        den = torch.einsum("fk,bkt->btf", W, H)  # (B, T, F)
+    return (part / (den + eps)).clamp(0.0, 1.0)
+
+
+def sharpen_mask(mask: Tensor, power: float = 1.0, binarize: float = 0.0,
+                 rescale: bool = False) -> Tensor:
+    """With ``rescale``, ``mask / max`` (the clip's maximum over (time, freq); an all-zero mask
+    stays 0); then ``mask ** power``; then, with ``binarize > 0``, 1 where
+    ``mask >= binarize * max`` and 0 elsewhere. ``(B, T, F)`` -> ``(B, T, F)``."""
+    if rescale:
+        peak = mask.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+        mask = mask / peak.clamp_min(MASK_EPS)
+    if power != 1.0:
+        mask = mask ** float(power)
+    if binarize > 0:
+        peak = mask.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+        mask = ((mask >= binarize * peak) & (peak > 0)).to(mask.dtype)
+    return mask
+
+
+def explanation_mask(W: Tensor, H: Tensor, theta_weight: Tensor, z: Tensor, target: Tensor,
+                     cfg: Any = None, *, relevance_th: float = DEFAULT_RELEVANCE_TH,
+                     top_k: int | None = None, attention: Tensor | None = None,
+                     mag: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The explanation mask of a :class:`l2i.config.MaskConfig` (None = ``MaskConfig()``, the
+    paper's: clip relevance, threshold, ratio to ``W H``).
+
+    Steps: relevance (clip ``r_k`` from ``z``, or per frame from ``H``: :func:`frame_relevance`,
+    with theta's ``attention (B, K, T)`` for ``frame_attention``); weights
+    (:func:`relevance_weights`); background (``median``: the numerator, and the frame
+    relevance, use :func:`foreground` activations; ``spread``: weights times
+    :func:`peakiness`); :func:`weighted_mask`; :func:`sharpen_mask` (rescale, power,
+    binarize).
+
+    Args:
+        W: ``(F, K)``; H: ``(B, K, T)``; theta_weight: ``(C, K)``; z: ``(B, K)``;
+        target: ``(B,)``; mag: ``(B, T, F)`` linear magnitude (``denominator: input``).
+    Returns:
+        ``mask (B, T, F)`` in [0, 1] and ``weights`` ``(B, K)`` (clip relevance) or
+        ``(B, K, T)``: the factor on each activation in the numerator, ``W (weights * H)``
+        (with ``background: median`` it includes ``foreground(H) / H``).
+    """
+    from l2i.config import MaskConfig
+
+    cfg = cfg if cfg is not None else MaskConfig()
+    Hb = foreground(H) if cfg.background == "median" else H
+    if cfg.resolution == "clip":
+        r = relevance(theta_weight, z, target)  # (B, K)
+    else:
+        att = attention if cfg.resolution == "frame_attention" else None
+        r = frame_relevance(theta_weight, Hb, target, att)  # (B, K, T)
+    w = relevance_weights(r, cfg.weights, cfg.power, relevance_th, top_k)
+    if cfg.background == "spread":
+        p = peakiness(H)  # (B, K)
+        w = w * (p if w.dim() == 2 else p[:, :, None])
+    if cfg.background == "median":
+        share = torch.where(H > 0, Hb / H.clamp_min(MASK_EPS), torch.zeros_like(H))  # (B, K, T)
+        w = (w[:, :, None] if w.dim() == 2 else w) * share
+    mask = weighted_mask(W, H, w, cfg.denominator, mag)
+    return sharpen_mask(mask, cfg.sharpen, cfg.binarize, cfg.rescale), w
+
+
+def selected_of(weights: Tensor) -> Tensor:
+    """Components that enter the mask: ``weights (B, K)`` or ``(B, K, T)`` -> ``(B, K)`` bool
+    (a positive weight in some frame)."""
+    return (weights.amax(dim=-1) if weights.dim() == 3 else weights) > 0
+
+
 def explanation_magnitude(mask: Tensor, mag: Tensor) -> Tensor:
     """The explanation spectrogram ``M * |X|`` (linear-magnitude masking, see module doc).
 
@@ -178,6 +327,10 @@ class Explanation:
     features: FeaturesConfig | None = None  # the STFT that inverts the magnitudes
     input_peak: float | None = None  # peak |x| of the input before normalisation
     warnings: list[dict[str, str]] = field(default_factory=list)  # see explanation_warnings
+    # the mask's weights on H, (K,) or (K, T) (explanation_mask); None: the paper's mask, whose
+    # component masks are W_k H_k / (W H + eps)
+    weights: np.ndarray | None = None
+    mask_config: dict[str, Any] | None = None  # the MaskConfig used (None: the paper's)
 
     @property
     def predicted(self) -> int:
@@ -208,8 +361,14 @@ class Explanation:
                            f"(0..{K - 1})")
         W = np.maximum(self.atoms, 0.0).astype(np.float32, copy=False)  # (F, K)
         H = np.maximum(self.H, 0.0).astype(np.float32, copy=False)  # (K, T)
-        full = H.T @ W.T  # (T, F)
-        return (np.outer(H[k], W[:, k]) / (full + MASK_EPS)).astype(np.float32)  # (T, F)
+        if self.weights is None:  # the paper's ratio mask: linear in the selection
+            full = H.T @ W.T  # (T, F)
+            return (np.outer(H[k], W[:, k]) / (full + MASK_EPS)).astype(np.float32)  # (T, F)
+        # any other mask: k's share of the weighted numerator W (weights * H) of each bin
+        w = self.weights if self.weights.ndim == 2 else self.weights[:, None]  # (K, T|1)
+        Hw = H * w  # (K, T)
+        part = Hw.T @ W.T  # (T, F)
+        return (self.mask * np.outer(Hw[k], W[:, k]) / (part + MASK_EPS)).astype(np.float32)
 
     def component_audio(self, k: int) -> np.ndarray:
         """``(N,)`` the audio of component ``k`` alone: its mask on ``|X|``, inverted with the
@@ -240,6 +399,7 @@ class Explanation:
             "selected_components": list(self.selected),
             "relevance": [float(v) + 0.0 for v in self.relevance],  # no -0.0
             "relevance_th": self.relevance_th, "top_k": self.top_k,
+            **({"mask_config": dict(self.mask_config)} if self.mask_config else {}),
             "mask_mean": float(self.mask.mean()) if self.mask.size else 0.0,
             "sample_rate": self.sample_rate, "duration_s": self.duration_s,
             "warnings": list(self.warnings),
@@ -265,6 +425,7 @@ class BatchExplanation:
     relevance: Tensor
     selected: Tensor
     mask: Tensor
+    weights: Tensor | None = None  # (B, K) or (B, K, T): explanation_mask's weights
 
 
 class Explanations(Sequence):
@@ -379,16 +540,20 @@ class Explainer:
     ``relevance_th`` / ``top_k`` default to the checkpoint's ``loss.relevance_th`` (0.2 in the
     reference) and None; ``normalize`` (``peak`` | ``none``) to the normalisation the classifier
     was trained with (:func:`checkpoint_normalize`). ``max_memory_mb`` (None: no limit) caps
-    the working memory of one :meth:`explain` call.
+    the working memory of one :meth:`explain` call. ``mask``: how the mask is built, a
+    :class:`l2i.config.MaskConfig`, or overrides of the checkpoint's (a ``MaskOverrides``
+    or a dict; None values keep the checkpoint's), see :func:`checkpoint_mask_config`.
     """
 
     def __init__(self, interpreter: Any, relevance_th: float | None = None,
                  top_k: int | None = None, min_duration_s: float = MIN_DURATION_S,
                  normalize: str | None = None,
-                 max_memory_mb: float | None = DEFAULT_MAX_MEMORY_MB) -> None:
+                 max_memory_mb: float | None = DEFAULT_MAX_MEMORY_MB,
+                 mask: Any = None) -> None:
         from l2i.audio import NORMALIZATIONS
 
         self.interpreter = interpreter.eval()
+        self.mask_config = checkpoint_mask_config(interpreter, mask)
         self.relevance_th = float(relevance_th if relevance_th is not None
                                   else _checkpoint_relevance_th(interpreter))
         self.top_k = top_k
@@ -403,13 +568,14 @@ class Explainer:
     @classmethod
     def load(cls, ckpt: str | os.PathLike, device: str | torch.device = "cpu",
              relevance_th: float | None = None, top_k: int | None = None,
-             max_memory_mb: float | None = DEFAULT_MAX_MEMORY_MB) -> Explainer:
+             max_memory_mb: float | None = DEFAULT_MAX_MEMORY_MB, mask: Any = None) -> Explainer:
         """Load an ``l2i.ckpt`` (``l2i.interpreter.load_interpreter``) onto ``device``."""
         from l2i.device import resolve_device
         from l2i.interpreter import load_interpreter
 
         interp = load_interpreter(ckpt, resolve_device(device))
-        return cls(interp, relevance_th=relevance_th, top_k=top_k, max_memory_mb=max_memory_mb)
+        return cls(interp, relevance_th=relevance_th, top_k=top_k, max_memory_mb=max_memory_mb,
+                   mask=mask)
 
     # ---- model facts
     @property
@@ -511,14 +677,18 @@ class Explainer:
             tgt = torch.as_tensor(target, device=mag.device).long().reshape(-1)
             if tgt.numel() == 1:
                 tgt = tgt.expand(mag.shape[0])
-        r = relevance(interp.theta.linear.weight, z, tgt)  # (B, K)
-        sel = select_components(r, self.relevance_th, self.top_k)  # (B, K)
-        mask = ratio_mask(interp.W, H, sel)  # (B, T, F)
+        tw = interp.theta.linear.weight  # (C, K)
+        r = relevance(tw, z, tgt)  # (B, K)
+        cfg = self.mask_config
+        att = interp.theta.attention(H) if cfg.resolution == "frame_attention" else None
+        mask, w = explanation_mask(interp.W, H, tw, z, tgt, cfg, relevance_th=self.relevance_th,
+                                   top_k=self.top_k, attention=att, mag=mag)  # (B, T, F)
         act = classifier_activation(interp.classifier)
         return BatchExplanation(logits=logits, probs=class_probs(logits, act),
                                 theta_logits=theta_logits,
                                 theta_probs=class_probs(theta_logits, act),
-                                H=H, z=z, target=tgt, relevance=r, selected=sel, mask=mask)
+                                H=H, z=z, target=tgt, relevance=r, selected=selected_of(w),
+                                mask=mask, weights=w)
 
     # ---- waveforms
     def memory_estimate_mb(self, n_clips: int, n_samples: int, sample_rate: int) -> float:
@@ -718,9 +888,20 @@ class Explainer:
             class_names=names, hop_length=self.features.hop_length,
             relevance_th=None if self.top_k else self.relevance_th, top_k=self.top_k,
             atoms=self.interpreter.W.float().cpu().numpy(), features=self.features,
-            phase=feats.phase(spec).float().cpu().numpy(), input_peak=peak)  # phase (T, F)
+            phase=feats.phase(spec).float().cpu().numpy(), input_peak=peak,  # phase (T, F)
+            **self._weights_of(b, i, n_frames))
         e.warnings = explanation_warnings(e, confidence_level)
         return e
+
+    def _weights_of(self, b: BatchExplanation, i: int, n_frames: int) -> dict[str, Any]:
+        """Clip ``i``'s mask weights and settings for :class:`Explanation` (none for the
+        paper's mask, whose component masks need no weights)."""
+        from l2i.config import MaskConfig, to_dict
+
+        if self.mask_config == MaskConfig() or b.weights is None:
+            return {}
+        w = b.weights[i] if b.weights.dim() == 2 else b.weights[i, :, :n_frames]  # (K,|K, T)
+        return {"weights": w.float().cpu().numpy(), "mask_config": to_dict(self.mask_config)}
 
 
 def checkpoint_normalize(interpreter: Any) -> str:
@@ -738,6 +919,30 @@ def checkpoint_normalize(interpreter: Any) -> str:
     if data.get("normalize"):
         return str(data["normalize"])
     return DataConfig().normalize
+
+
+def checkpoint_mask_config(interpreter: Any, overrides: Any = None) -> Any:
+    """The :class:`l2i.config.MaskConfig` to explain with.
+
+    ``overrides`` a ``MaskConfig``: used as it is. Otherwise the ``mask`` section of the
+    ``l2i train`` recipe stored in the checkpoint (``interpreter.recipe``; a checkpoint
+    without one: ``MaskConfig()``, the paper's mask, so old checkpoints explain as before),
+    with the non-None fields of ``overrides`` (a ``MaskOverrides`` or a dict) on top.
+    """
+    from dataclasses import asdict, is_dataclass
+
+    from l2i.config import MaskConfig, from_dict
+
+    if isinstance(overrides, MaskConfig):
+        return overrides
+    stored = ((getattr(interpreter, "recipe", None) or {}).get("mask") or {})
+    over = asdict(overrides) if is_dataclass(overrides) else dict(overrides or {})
+    merged = {**dict(stored), **{k: v for k, v in over.items() if v is not None}}
+    try:
+        return from_dict(MaskConfig, merged, "mask.")
+    except ConfigError as err:
+        raise ConfigError(f"mask settings (the checkpoint's recipe 'mask' section and the "
+                          f"overrides): {err}") from None
 
 
 def _checkpoint_relevance_th(interpreter: Any) -> float:
@@ -774,5 +979,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["relevance", "select_components", "ratio_mask", "explanation_magnitude", "to_audio",
+           "frame_relevance", "foreground", "peakiness", "relevance_weights", "weighted_mask",
+           "sharpen_mask", "explanation_mask", "selected_of", "checkpoint_mask_config",
            "Explanation", "Explanations", "BatchExplanation", "Explainer", "checkpoint_normalize",
            "explanation_warnings", "default_confidence_level", "max_prob_quantile"]

@@ -256,7 +256,8 @@ def interpret_files(cfg: InterpretRecipe) -> str:
     out = Path(cfg.output_folder)
     files = audio_files(cfg.files, skip=out)
     explainer = E.Explainer.load(cfg.ckpt, cfg.device, relevance_th=cfg.relevance_th,
-                                 top_k=cfg.top_k, max_memory_mb=cfg.max_memory_mb or None)
+                                 top_k=cfg.top_k, max_memory_mb=cfg.max_memory_mb or None,
+                                 mask=cfg.mask)
     explainer.min_confidence = cfg.min_confidence
     spec = target_spec(explainer, cfg)
     explainer.window_hop(cfg.window_s, cfg.hop_s)  # bad window/hop: fail before any output

@@ -79,8 +79,9 @@ def checkpoint_format(path: str | os.PathLike) -> str:
 
 def load_explainer(ckpt: str | os.PathLike, device: str | torch.device = "cpu",
                    relevance_th: float | None = None,
-                   top_k: int | None = None) -> MaskExplainer:
-    """The explainer stored in ``ckpt``: an ``l2i.ckpt`` (L2I) or an ``lmac.ckpt`` (L-MAC)."""
+                   top_k: int | None = None, mask: Any = None) -> MaskExplainer:
+    """The explainer stored in ``ckpt``: an ``l2i.ckpt`` (L2I) or an ``lmac.ckpt`` (L-MAC).
+    ``mask``: L2I mask settings over the checkpoint's (:class:`l2i.explain.Explainer`)."""
     from l2i.explainers.l2i import L2IExplainer
     from l2i.explainers.lmac import FORMAT as LMAC_FORMAT
     from l2i.explainers.lmac import LMACExplainer
@@ -88,7 +89,8 @@ def load_explainer(ckpt: str | os.PathLike, device: str | torch.device = "cpu",
 
     fmt = checkpoint_format(ckpt)
     if fmt == L2I_FORMAT:
-        return L2IExplainer.load(ckpt, device, relevance_th=relevance_th, top_k=top_k)
+        return L2IExplainer.load(ckpt, device, relevance_th=relevance_th, top_k=top_k,
+                                 mask=mask)
     if fmt == LMAC_FORMAT:
         return LMACExplainer.load(ckpt, device)
     raise L2IError(f"{ckpt} is neither an L2I nor an L-MAC checkpoint (format {fmt!r}): give "
