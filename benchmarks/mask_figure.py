@@ -75,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     x, sr = sf.read(clip, dtype="float32")
     paper = Explainer.load(args.ckpt, mask=MaskConfig())
     fcfg = paper.features
-    e_old = paper.explain(x, sr)
+    e_old = paper.explain(x, sr)[0]  # one clip of the returned batch
     rows = [("paper's mask", e_old)] + [
-        (n, Explainer(paper.interpreter, relevance_th=paper.relevance_th, mask=c).explain(x, sr))
+        (n, Explainer(paper.interpreter, relevance_th=paper.relevance_th, mask=c).explain(x, sr)[0])
         for n, c in news.items()]
     mag = e_old.input_magnitude
     truth = truth_of(clip, fcfg, mag.shape[0])

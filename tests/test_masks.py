@@ -200,14 +200,14 @@ def test_explainer_uses_the_checkpoints_mask_and_overrides():
     t = np.arange(8000) / 8000
     x = (0.5 * np.sin(2 * np.pi * 440 * t)
          + 0.05 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32)
-    paper = Explainer(interp).explain(x, 8000)
+    paper = Explainer(interp).explain(x, 8000)[0]  # explain returns a batch: [0] is the clip
     assert paper.weights is None and "mask_config" not in paper.summary()
     interp.recipe = {"mask": {"resolution": "frame", "weights": "soft", "background": "median"}}
     ex = Explainer(interp)
     assert ex.mask_config.background == "median"
-    e = ex.explain(x, 8000)
+    e = ex.explain(x, 8000)[0]
     assert e.weights.shape == e.H.shape and e.summary()["mask_config"]["resolution"] == "frame"
     total = sum(e.component_mask(k) for k in e.selected)
     assert np.allclose(total, e.mask, atol=1e-5)
-    back = Explainer(interp, mask=MaskConfig()).explain(x, 8000)
+    back = Explainer(interp, mask=MaskConfig()).explain(x, 8000)[0]
     assert np.array_equal(back.mask, paper.mask)  # the defaults reproduce the paper's mask

@@ -104,7 +104,10 @@ def test_training_mask_uses_the_positive_relevance_as_weights():
 
 def _interp(n_freq: int = 5, n_classes: int = 2) -> Interpreter:
     torch.manual_seed(0)
-    psi = Psi(LinearClassifier.map_channels, K, PsiConfig(hidden=8, n_layers=1))
+    # softplus: every component active (a ReLU psi this small can leave one alive, and a mask
+    # of one component is all ones, with no gradient to theta)
+    psi = Psi(LinearClassifier.map_channels, K, PsiConfig(hidden=8, n_layers=1,
+                                                          activation="softplus"))
     theta = Theta(K, n_classes, ThetaConfig(hidden=4))
     clf = LinearClassifier([0.3, -0.3])
     from l2i.config import FeaturesConfig
