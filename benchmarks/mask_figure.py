@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("clip")
     ap.add_argument("--mask", action="append", default=[],
                     help="NAME=JSON: a MaskConfig drawn under the paper's (repeatable)")
+    ap.add_argument("--ckpt_for", action="append", default=[],
+                    help="NAME=CKPT: draw mask NAME with another interpreter (e.g. one trained "
+                         "with the faithfulness terms: the 'after' of the method's figure)")
     ap.add_argument("--out", default="docs/figures/mask_before_after.png")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -76,9 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     paper = Explainer.load(args.ckpt, mask=MaskConfig())
     fcfg = paper.features
     e_old = paper.explain(x, sr)[0]  # one clip of the returned batch
-    rows = [("paper's mask", e_old)] + [
-        (n, Explainer(paper.interpreter, relevance_th=paper.relevance_th, mask=c).explain(x, sr)[0])
-        for n, c in news.items()]
+    others = dict(m.split("=", 1) for m in args.ckpt_for)
+    # another checkpoint with '{}' as its mask: the mask its recipe stored
+    explainers = {n: (Explainer.load(others[n], mask=c if c != MaskConfig() else None)
+                      if n in others else
+                      Explainer(paper.interpreter, relevance_th=paper.relevance_th, mask=c))
+                  for n, c in news.items()}
+    rows = [("paper's mask", paper, e_old)] + [(n, ex, ex.explain(x, sr)[0])
+                                               for n, ex in explainers.items()]
     mag = e_old.input_magnitude
     truth = truth_of(clip, fcfg, mag.shape[0])
     plt = _mpl()
@@ -97,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         ax.set_visible(False)
     info = {}
     m_t = torch.from_numpy(mag)[None]
-    for row, (name, e) in enumerate(rows):
-        p_in, p_out = probs_in_out(paper, m_t, torch.from_numpy(e.mask)[None], e.target)
+    for row, (name, ex, e) in enumerate(rows):
+        p_in, p_out = probs_in_out(ex, m_t, torch.from_numpy(e.mask)[None], e.target)
         plot_spectrogram(axes[row, 1], e.mask, ext, f"{name}: M (mean {e.mask.mean():.2f})",
                          vmin=0.0, vmax=1.0, label="mask")
         plot_spectrogram(axes[row, 2], to_db(e.explanation_magnitude, ref), ext,

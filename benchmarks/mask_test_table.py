@@ -19,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _emit import emit  # noqa: E402
 
-COLS = ("AI", "AD", "FF", "Fid-In", "SPS", "COMP", "mask_mean", "loc_auc", "loc_iou")
+COLS = ("AI", "AD", "FF", "Fid-In", "SPS", "COMP", "mask_mean", "loc_auc", "loc_iou",
+        "fidelity_top1")
 
 
 def rows_of(name: str, folder: Path, baselines: bool) -> list[dict]:
