@@ -19,10 +19,6 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "l2i"
 # (module, function) -> why it may write without going through l2i.fileio
 ALLOWED = {
     ("audio.py", "write_wav"): "soundfile encodes into a BytesIO; fileio.write_bytes writes it",
-    # owned by h17-data / h17-cache this session (shards, audio cache, map cache): their writes
-    # are already atomic (temp file + os.replace); they move to fileio when that work merges
-    ("data.py", "*"): "audio cache memmaps (h17-data)",
-    ("shards.py", "*"): "shard folder written whole, then renamed (h17-data)",
 }
 
 WRITE_CALLS = {"savez", "savez_compressed", "savefig", "write_text", "write_bytes",

@@ -53,6 +53,7 @@ from l2i.audio import (
 )
 from l2i.config import DataConfig
 from l2i.errors import ConfigError, DataError
+from l2i.fileio import new_npy, save_npy
 
 SPLITS = ("train", "valid", "test")
 FORMATS = ("esc50", "csv", "folders")
@@ -495,6 +496,25 @@ def _decode_up_front(index: DatasetIndex, split: str, cfg: DataConfig, sample_ra
         index.decoded[_decoded_key(split, cfg, sample_rate, cache_dir, random_crop)] = arrays
 
 
+def _crop_setting(data_cfg: DataConfig, split: str, sample_rate: int, random_crop: bool
+                  ) -> tuple[DataConfig, int | None, str]:
+    """``(data settings to decode with, samples WaveDataset crops per item or None, crop)``.
+
+    ``data.crop: random`` on the training split of a stage that crops per item
+    (``random_crop``) keeps the whole clips; other stages read the centre window (warned).
+    """
+    n_crop = None
+    if data_cfg.crop == "random" and data_cfg.duration_s is not None:
+        if random_crop and split == "train":  # keep whole clips: WaveDataset crops
+            n_crop = int(round(data_cfg.duration_s * sample_rate))
+            data_cfg = replace(data_cfg, duration_s=None, crop="start")
+        elif split == "train":
+            warnings.warn("data.crop random: this stage reads the centre window of each "
+                          "training clip (new random windows each epoch are drawn in "
+                          "train-classifier)", stacklevel=4)
+    return data_cfg, n_crop, ("center" if data_cfg.crop == "random" else data_cfg.crop)
+
+
 def _decode_split(index: DatasetIndex, split: str, data_cfg: DataConfig, sample_rate: int,
                   cache_dir, workers: int | None, progress: bool, random_crop: bool,
                   skip: set[str] = frozenset()) -> tuple[ClipArrays | None, list[str]]:
@@ -506,16 +526,7 @@ def _decode_split(index: DatasetIndex, split: str, data_cfg: DataConfig, sample_
     clips = index.split(split)
     labels = np.array([c.label for c in clips], dtype=np.int64)  # (N,)
     ids = [c.id for c in clips]
-    n_crop = None
-    if data_cfg.crop == "random" and data_cfg.duration_s is not None:
-        if random_crop and split == "train":  # keep whole clips: WaveDataset crops
-            n_crop = int(round(data_cfg.duration_s * sample_rate))
-            data_cfg = replace(data_cfg, duration_s=None, crop="start")
-        elif split == "train":
-            warnings.warn("data.crop random: this stage reads the centre window of each "
-                          "training clip (new random windows each epoch are drawn in "
-                          "train-classifier)", stacklevel=3)
-    crop = "center" if data_cfg.crop == "random" else data_cfg.crop
+    data_cfg, n_crop, crop = _crop_setting(data_cfg, split, sample_rate, random_crop)
     check_only = any(c.id in skip for c in clips)
     use_cache = cache_dir is not None and data_cfg.cache and not check_only
     path = None
@@ -537,29 +548,33 @@ def _decode_split(index: DatasetIndex, split: str, data_cfg: DataConfig, sample_
         return load_audio(c.path, sample_rate, data_cfg.duration_s, crop, data_cfg.normalize)
 
     fixed = data_cfg.duration_s is not None and not check_only
-    n_samples = int(round(data_cfg.duration_s * sample_rate)) if fixed else 0
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp") if path is not None else None
-    if fixed:
-        out = (np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                         shape=(len(clips), n_samples))
-               if tmp is not None else np.empty((len(clips), n_samples), np.float32))  # (N, S)
-    else:
-        out = [None] * len(clips)
-    try:
+    if not fixed:
+        out: Any = [None] * len(clips)
         errors = _decode_all(clips, decode, out, skip, check_only, workers, progress, split)
         if errors or check_only:
             return None, sorted(errors)
-        if not fixed:
-            return result(_finish_variable(out, path)), []
-        if tmp is None:
-            return result(out), []
-        out.flush()
-        out = None  # close the memmap before renaming
-        os.replace(tmp, path)
-    finally:
-        if tmp is not None and tmp.exists():
-            tmp.unlink()
+        return result(_finish_variable(out, path)), []
+    shape = (len(clips), int(round(data_cfg.duration_s * sample_rate)))  # (N, S)
+    if path is None:
+        out = np.empty(shape, np.float32)
+        errors = _decode_all(clips, decode, out, skip, check_only, workers, progress, split)
+        return (None, sorted(errors)) if errors else (result(out), [])
+    try:
+        with new_npy(path, shape, np.float32) as out:  # appears whole, or not at all
+            errors = _decode_all(clips, decode, out, skip, check_only, workers, progress, split)
+            if errors:
+                raise _DecodeFailed(errors)
+    except _DecodeFailed as failed:
+        return None, sorted(failed.errors)
     return result(np.load(path, mmap_mode="r")), []
+
+
+class _DecodeFailed(Exception):
+    """Some clips did not decode: the half-filled cache file is dropped (``new_npy``)."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__(f"{len(errors)} clips failed to decode")
+        self.errors = errors
 
 
 def _decode_all(clips: list[Clip], decode, out, skip: set[str], check_only: bool,
@@ -611,10 +626,7 @@ def _split_flat(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
 
 
 def _save_atomic(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, arr)
-    os.replace(tmp, path)
+    save_npy(path, arr)
 
 
 def _open_cache(path: Path, n: int, duration_s: float | None):

@@ -362,17 +362,9 @@ def run_pipeline(cfg: C.L2IRecipe) -> str:
     else:
         l2i_extra["classifier_ckpt"] = _given_file(clf_ckpt)
     if not nmf_path:
-        if not cfg.nmf_recipe:
-            raise ConfigError("give --nmf or an nmf_recipe in the L2I recipe")
-        over = {**shared, **data_over, "output_folder": str(out / "nmf"),
-                "nmf.device": cfg.trainer.device}
-        if features is not None:
-            over.update({f"features.{k}": v for k, v in C.to_dict(features).items()})
-        nmf = C.load_config(C.NMFRecipe, cfg.nmf_recipe, over)
-        nmf_path = str(out / "nmf" / "nmf.pt")
-        nmf_extra = {**data_id, **({"init": _given_file(nmf.init)} if nmf.init else {})}
-        stages.append(Stage(NMF, out / "nmf", Path(nmf_path), lambda: _train_nmf(nmf), nmf, src,
-                            paths, nmf_extra))
+        nmf_stage = _nmf_stage(cfg, {**shared, **data_over}, out, features, src, paths, data_id)
+        nmf_path = str(nmf_stage.artefact)
+        stages.append(nmf_stage)
     else:
         l2i_extra["nmf"] = _given_file(nmf_path)
     l2i = replace(cfg, output_folder=str(out / "l2i"), classifier_ckpt=clf_ckpt, nmf=nmf_path,
@@ -390,6 +382,21 @@ def run_pipeline(cfg: C.L2IRecipe) -> str:
     ]
     run_stages(stages)
     return _summary(out)
+
+
+def _nmf_stage(cfg: C.L2IRecipe, over: dict[str, Any], out: Path, features: Any,
+               src: tuple[str, ...], paths: tuple[str, ...], data_id: dict[str, str]) -> Stage:
+    """The NMF stage of ``l2i run`` (``cfg.nmf_recipe`` with the shared data ``over``rides,
+    and the classifier recipe's ``features`` when l2i trains the classifier)."""
+    if not cfg.nmf_recipe:
+        raise ConfigError("give --nmf or an nmf_recipe in the L2I recipe")
+    over = {**over, "output_folder": str(out / "nmf"), "nmf.device": cfg.trainer.device}
+    if features is not None:
+        over.update({f"features.{k}": v for k, v in C.to_dict(features).items()})
+    nmf = C.load_config(C.NMFRecipe, cfg.nmf_recipe, over)
+    nmf_extra = {**data_id, **({"init": _given_file(nmf.init)} if nmf.init else {})}
+    return Stage(NMF, out / "nmf", out / "nmf" / "nmf.pt", lambda: _train_nmf(nmf), nmf, src,
+                 paths, nmf_extra)
 
 
 def _run_sample_rate(cfg: C.L2IRecipe) -> int | None:

@@ -50,6 +50,7 @@ from torch.utils.data import Sampler
 
 from l2i.config import DataConfig
 from l2i.errors import DataError, L2IError
+from l2i.fileio import save_npy, write_json
 
 FORMAT = "l2i-shards"
 VERSION = 1
@@ -102,7 +103,7 @@ def write_shards(index: Any, data_cfg: DataConfig, sample_rate: int,
             errors += bad  # every bad file of every shard, reported together below
             name = f"{split}-{s:05d}.npy"
             if arrays is not None and not errors:
-                np.save(tmp / name, np.asarray(arrays.wavs, dtype=dtype))  # (n, S)
+                save_npy(tmp / name, np.asarray(arrays.wavs, dtype=dtype))  # (n, S)
             shards.append({"file": name, "n": len(chunk)})
         splits[split] = {"shards": shards, "ids": [c.id for c in clips],
                          "labels": [int(c.label) for c in clips],
@@ -115,7 +116,7 @@ def write_shards(index: Any, data_cfg: DataConfig, sample_rate: int,
             "n_samples": int(round(data_cfg.duration_s * sample_rate)), "dtype": dtype,
             "class_names": list(index.class_names), "source": str(index.root),
             "data": asdict(data_cfg), "splits": splits}
-    (tmp / INDEX).write_text(json.dumps(meta, indent=1))
+    write_json(tmp / INDEX, meta, indent=1)
     if out.exists():
         out.rmdir()
     tmp.rename(out)

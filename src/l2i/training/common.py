@@ -50,7 +50,6 @@ def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, 
     :func:`clip_loader` loaders, which split by rank themselves).
     """
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
@@ -58,6 +57,28 @@ def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, 
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(trainer_cfg.seed, workers=True, verbose=False)
 
+    accelerator, devices, num_nodes, strategy = _placement(trainer_cfg)
+    callbacks = [*_checkpoint_callbacks(out, monitor, mode), *extra_callbacks,
+                 *_stop_and_progress(trainer_cfg, monitor, mode)]
+    loggers = _loggers(trainer_cfg, out)
+
+    limit = _limit(trainer_cfg.limit_batches)
+    return L.Trainer(
+        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+        precision=trainer_cfg.precision, max_epochs=trainer_cfg.epochs,
+        gradient_clip_val=trainer_cfg.grad_clip if trainer_cfg.grad_clip > 0 else None,
+        deterministic="warn" if trainer_cfg.deterministic else False,
+        callbacks=callbacks, logger=loggers, default_root_dir=str(out),
+        enable_progress_bar=trainer_cfg.progress, enable_model_summary=trainer_cfg.progress,
+        limit_train_batches=limit, limit_val_batches=limit,
+        num_sanity_val_steps=0, log_every_n_steps=10, use_distributed_sampler=distributed_sampler,
+    )
+
+
+def _placement(trainer_cfg: TrainerConfig) -> tuple[str, Any, int, Any]:
+    """``(accelerator, devices, num_nodes, strategy)`` for the Trainer: ``trainer.device`` and
+    ``trainer.devices``, torchrun's layout when started by it, DDP (gloo on CPU, NCCL on GPU)
+    when more than one process runs."""
     accelerator, devices = lightning_devices(resolve_device(trainer_cfg.device))
     if trainer_cfg.devices < 1:
         raise ConfigError(f"trainer.devices must be >= 1, got {trainer_cfg.devices}")
@@ -74,6 +95,12 @@ def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, 
     if strategy == "auto" and n_proc > 1:
         from lightning.pytorch.strategies import DDPStrategy
         strategy = DDPStrategy(process_group_backend="gloo" if accelerator == "cpu" else "nccl")
+    return accelerator, devices, num_nodes, strategy
+
+
+def _checkpoint_callbacks(out: Path, monitor: str, mode: str) -> list[Any]:
+    """The best checkpoint (``best-epochNNN.ckpt``, by ``monitor``) and ``last.ckpt``."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
     ckpt_dir = out / CHECKPOINT_DIR
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-epoch{epoch:03d}",
@@ -83,7 +110,14 @@ def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, 
     # `best` in the list, so it holds best's updated state (Lightning keeps their order)
     last = ModelCheckpoint(dirpath=ckpt_dir, filename=Path(LAST_CKPT).stem, monitor=None,
                            save_top_k=1, enable_version_counter=False)
-    callbacks: list[Any] = [best, last, *extra_callbacks]
+    return [best, last]
+
+
+def _stop_and_progress(trainer_cfg: TrainerConfig, monitor: str, mode: str) -> list[Any]:
+    """Early stopping (``trainer.patience`` > 0) and the progress bar (``trainer.progress``)."""
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    callbacks: list[Any] = []
     if trainer_cfg.patience < 0:
         raise ConfigError(f"trainer.patience must be >= 0 (0 = no early stopping), got "
                           f"{trainer_cfg.patience}")
@@ -92,8 +126,13 @@ def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, 
                                          trainer_cfg.min_delta))
     if trainer_cfg.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
+    return callbacks
 
+
+def _loggers(trainer_cfg: TrainerConfig, out: Path) -> list[Any]:
+    """CSV logs under ``out/logs``; TensorBoard too with ``trainer.tensorboard``."""
     from lightning.pytorch.loggers import CSVLogger
+
     loggers: list[Any] = [CSVLogger(save_dir=str(out), name="logs", flush_logs_every_n_steps=10)]
     if trainer_cfg.tensorboard:
         try:
@@ -104,18 +143,7 @@ def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, 
                               "installed: pip install tensorboard, or set "
                               "--trainer.tensorboard false") from None
         loggers.append(TensorBoardLogger(save_dir=str(out), name="tensorboard"))
-
-    limit = _limit(trainer_cfg.limit_batches)
-    return L.Trainer(
-        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-        precision=trainer_cfg.precision, max_epochs=trainer_cfg.epochs,
-        gradient_clip_val=trainer_cfg.grad_clip if trainer_cfg.grad_clip > 0 else None,
-        deterministic="warn" if trainer_cfg.deterministic else False,
-        callbacks=callbacks, logger=loggers, default_root_dir=str(out),
-        enable_progress_bar=trainer_cfg.progress, enable_model_summary=trainer_cfg.progress,
-        limit_train_batches=limit, limit_val_batches=limit,
-        num_sanity_val_steps=0, log_every_n_steps=10, use_distributed_sampler=distributed_sampler,
-    )
+    return loggers
 
 
 def torchrun_layout() -> tuple[int, int]:
