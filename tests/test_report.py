@@ -215,3 +215,17 @@ def test_report_escapes_every_value_from_the_run_folder(tmp_path):
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(2)&gt;" in page
     assert "x' onmouseover" not in page and "x&#39; onmouseover=&#39;alert(3)" in page
     assert page.count("<script>") == 1  # only the page's own loader script
+
+
+def test_selection_text_names_the_mask_options_that_differ_from_the_paper():
+    from l2i.report import _selection_text
+
+    assert _selection_text({"relevance_th": 0.2}) == "relevance > 0.2"
+    assert _selection_text({"top_k": 3}) == "top 3 components"
+    soft = {"relevance_th": 0.05, "explainer_settings": {"l2i": {"mask": {
+        "resolution": "clip", "weights": "soft", "power": 1.0, "rescale": True,
+        "sharpen": 0.5, "binarize": 0.0}}}}
+    assert _selection_text(soft) == "soft weights max(r, 0); mask: rescale True, sharpen 0.5"
+    frame = {"relevance_th": 0.05, "explainer_settings": {"l2i": {"mask": {
+        "resolution": "frame", "weights": "threshold"}}}}
+    assert _selection_text(frame) == "relevance > 0.05; mask: resolution frame"

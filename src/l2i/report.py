@@ -175,11 +175,23 @@ def _summary_rows(settings: dict, counts: dict, metrics: dict) -> list[tuple[str
 
 
 def _selection_text(settings: dict) -> str | None:
-    if settings.get("top_k"):
-        return f"top {settings['top_k']} components"
-    if settings.get("relevance_th") is not None:
-        return f"relevance > {settings['relevance_th']}"
-    return None
+    """How L2I picked its components, and its mask options when they are not the paper's."""
+    from l2i.config import MaskConfig, to_dict
+
+    mask = (settings.get("explainer_settings") or {}).get("l2i", {}).get("mask") or {}
+    if mask.get("weights") == "soft":
+        text = "soft weights max(r, 0)" + (f" ** {mask['power']}" if mask.get("power", 1) != 1
+                                            else "")
+    elif settings.get("top_k"):
+        text = f"top {settings['top_k']} components"
+    elif settings.get("relevance_th") is not None:
+        text = f"relevance > {settings['relevance_th']}"
+    else:
+        return None
+    paper = to_dict(MaskConfig())
+    changed = [f"{k} {v}" for k, v in mask.items() if k not in ("weights", "power")
+               and k in paper and v != paper[k]]
+    return text + (f"; mask: {', '.join(changed)}" if changed else "")
 
 
 COMPARISON_KEYS = TABLE_KEYS + ["AD_sb", "fidelity_top1", "loc_auc", "ms_per_clip"]
