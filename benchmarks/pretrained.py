@@ -29,7 +29,7 @@ from l2i.config import ClassifierModelConfig, FeaturesConfig  # noqa: E402
 from l2i.features import magnitude, stft  # noqa: E402
 from l2i.models import build_classifier  # noqa: E402
 from l2i.models.panns import Cnn14  # noqa: E402
-from l2i.training.classifier import peak_rss_mb  # noqa: E402
+from l2i.training.common import peak_rss_mb  # noqa: E402
 
 
 def _model(name: str, batch: int) -> tuple[torch.nn.Module, Callable[[], object]]:

@@ -616,17 +616,13 @@ def _finish_variable(out: list[np.ndarray], path: Path | None) -> list[np.ndarra
     lengths = np.array([x.size for x in out], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])  # (N + 1,)
     flat = np.concatenate(out).astype(np.float32)  # (sum S_i,)
-    _save_atomic(path.with_suffix(".offsets.npy"), offsets)
-    _save_atomic(path, flat)
+    save_npy(path.with_suffix(".offsets.npy"), offsets)
+    save_npy(path, flat)
     return _split_flat(np.load(path, mmap_mode="r"), offsets)
 
 
 def _split_flat(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     return [flat[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
-
-
-def _save_atomic(path: Path, arr: np.ndarray) -> None:
-    save_npy(path, arr)
 
 
 def _open_cache(path: Path, n: int, duration_s: float | None):

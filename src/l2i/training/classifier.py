@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import resource
 import sys
 import time
 from dataclasses import replace
@@ -45,6 +44,7 @@ from l2i.errors import ConfigError, DataError, L2IError
 from l2i.features import stft
 from l2i.fileio import save_figure, write_json
 from l2i.models import AudioClassifier, build_classifier, load_classifier, save_classifier
+from l2i.training.common import peak_rss_mb
 
 FINAL = "classifier.ckpt"
 MONITOR = "valid_acc"
@@ -281,16 +281,6 @@ def confusion_figure(conf: np.ndarray | list, class_names: list[str], path: str 
     return save_figure(fig, path, dpi=110)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    write_json(path, obj)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
 # --------------------------------------------------------------------------- commands
 def train_classifier(cfg: ClassifierRecipe) -> str:
     """``l2i train-classifier RECIPE --data_folder D --output_folder O``; returns a summary."""
@@ -387,7 +377,7 @@ def _finish(cfg: ClassifierRecipe, trainer: Any, module: ClassifierModule, split
                     {**{k: summary[k] for k in ("valid_accuracy", "test_accuracy",
                                                 "best_epoch", "epochs")}, **calibration},
                     normalize=cfg.data.normalize)
-    _write_json(out / "metrics.json", summary)
+    write_json(out / "metrics.json", summary)
     shown = "test" if "test" in metrics else "valid"
     confusion_figure(metrics[shown]["confusion"], class_names, out / "confusion.png",
                      f"{cfg.model.arch} on {shown}: accuracy "
@@ -443,7 +433,7 @@ def evaluate_classifier(cfg: EvaluateClassifierRecipe) -> str:
     result = {"ckpt": str(cfg.ckpt), "data_folder": str(cfg.data_folder),
               "test_folds": list(data_cfg.test_folds), "accuracy": metrics["accuracy"],
               "class_names": info.class_names, "test": metrics, "peak_rss_mb": peak_rss_mb()}
-    _write_json(out / "metrics.json", result)
+    write_json(out / "metrics.json", result)
     confusion_figure(metrics["confusion"], info.class_names, out / "confusion.png",
                      f"{info.model.arch}, folds {data_cfg.test_folds}: accuracy "
                      f"{metrics['accuracy']:.1%}")

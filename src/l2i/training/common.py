@@ -37,6 +37,15 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
 # --------------------------------------------------------------------------- trainer
 def build_trainer(trainer_cfg: TrainerConfig, output_folder: str | os.PathLike, monitor: str,
                   mode: str, extra_callbacks: Sequence[Any] = (),
@@ -429,7 +438,7 @@ class _cosine_with_warmup:  # noqa: N801 (a picklable lambda)
 configure_optim = configure_optimizers
 resume_path = resume_checkpoint
 
-__all__ = ["build_trainer", "torchrun_layout", "world_size",
+__all__ = ["build_trainer", "peak_rss_mb", "torchrun_layout", "world_size",
            "EpochShuffleSampler", "clip_loader", "best_checkpoint_path", "early_stop_info", "fit",
            "TrainingInterrupted", "resume_hint", "discard_run",
            "resume_checkpoint", "configure_optimizers", "configure_optim", "resume_path",

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 import os
-import resource
 import time
 import warnings
 from dataclasses import replace
@@ -73,6 +72,7 @@ from l2i.interpreter import (
 from l2i.metrics import multilabel_fidelity
 from l2i.models.psi import Psi, probe_map_bins
 from l2i.models.theta import Theta
+from l2i.training.common import peak_rss_mb
 from l2i.training.map_cache import (
     SPLITS,
     CachedSplit,
@@ -296,7 +296,6 @@ class L2IModule(L.LightningModule):
         self.noise = noise
         self.steps_per_epoch = max(1, int(steps_per_epoch))
         self._gen: torch.Generator | None = None
-        self._spectrum: tuple[Tensor | None, int | None] = (None, None)
         bad = [f"loss.{k} = {getattr(loss_cfg, k)}" for k in (*FAITH_TERMS, "faith_clips")
                if getattr(loss_cfg, k) < 0]
         if bad:
@@ -319,29 +318,23 @@ class L2IModule(L.LightningModule):
         return torch.where(keep.to(wav.device)[:, None], mixed, wav)
 
     def inputs(self, batch: dict[str, Any], train: bool
-               ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-        """``(reduced maps, classifier logits (B, C), target log1p|X| (B, T, F))``.
+               ) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor | None]:
+        """``(reduced maps, classifier logits (B, C), target log1p|X| (B, T, F), audio (B, S))``.
 
-        Raw batches (and cached ones, from their ``audio``) also leave the input's
-        ``phase (B, T, F)`` and length in ``self._spectrum`` (the faithfulness terms of a
-        classifier given as code need them).
+        ``audio`` is what the classifier heard (noise mixed in for training), or a cached
+        batch's ``audio`` (None when the batch has none): the faithfulness terms of a
+        classifier given as code re-synthesise with its phase.
         """
-        self._spectrum = (None, None)
         if "wav" in batch:
             wav = batch["wav"].float()
             if train and self.noise is not None:
                 wav = self._add_noise(wav)
             logits, maps, target = classify_wave(self.interp, wav)
-            if getattr(self.interp.classifier, "needs_phase", False) and self.faithful:
-                self._spectrum = (torch.angle(stft(wav, self.interp.features)), wav.shape[-1])
-            return self.interp.psi.reduce(maps), logits.float(), target
+            return self.interp.psi.reduce(maps), logits.float(), target, wav
         reduced = {k: v.float() for k, v in batch["reduced"].items()}
         audio = batch.get("audio")  # (B, S): cached batches carry the clips' audio
-        if audio is not None and getattr(self.interp.classifier, "needs_phase", False) \
-                and self.faithful:
-            audio = audio.float()
-            self._spectrum = (torch.angle(stft(audio, self.interp.features)), audio.shape[-1])
-        return reduced, batch["logits"].float(), batch["target"].float()
+        return (reduced, batch["logits"].float(), batch["target"].float(),
+                None if audio is None else audio.float())
 
     @property
     def faithful(self) -> bool:
@@ -357,27 +350,32 @@ class L2IModule(L.LightningModule):
         the input magnitude is ``expm1(target)`` (the cache holds ``log1p|X|``), the mask is
         :func:`training_mask` for the classifier's prediction.
         """
-        reduced, logits, target = self.inputs(batch, train)
+        reduced, logits, target, audio = self.inputs(batch, train)
         H, z, theta_logits = self.interp.heads(reduced, target.shape[1])
         recon = self.interp.reconstruct(H)  # (B, T, F)
-        faith = self.faith_step(logits, H, z, theta_logits, target) if self.faithful else None
+        faith = (self.faith_step(logits, H, z, theta_logits, target, audio) if self.faithful
+                 else None)
         terms = l2i_loss(recon, target, H, theta_logits, logits, self.loss_cfg,
                          self.interp.activation, faith)
         return terms, {"theta_logits": theta_logits, "logits": logits, "target": target,
                        "H": H, "recon": recon}
 
     def faith_step(self, logits: Tensor, H: Tensor, z: Tensor, theta_logits: Tensor,
-                   target: Tensor) -> dict[str, Tensor]:
+                   target: Tensor, audio: Tensor | None = None) -> dict[str, Tensor]:
         """:func:`faithfulness_terms` of :func:`training_mask` for the classifier's prediction.
 
         ``logits (B, C)`` the classifier's on ``|X|``; ``H (B, K, T)``, ``z (B, K)``,
         ``theta_logits (B, C)`` psi's and theta's; ``target (B, T, F)`` = ``log1p|X|`` (so
-        ``|X| = expm1(target)``, also from the cache).
+        ``|X| = expm1(target)``, also from the cache); ``audio (B, S)`` the input, whose phase a
+        classifier given as code (``needs_phase``) re-synthesises with.
         ``loss.faith_clips = n`` keeps the first n clips of the (shuffled) batch.
         """
         n = self.loss_cfg.faith_clips or logits.shape[0]
-        phase, length = self._spectrum
-        if phase is None and getattr(self.interp.classifier, "needs_phase", False):
+        phase = length = None
+        needs_phase = getattr(self.interp.classifier, "needs_phase", False)
+        if needs_phase and audio is not None:
+            phase, length = torch.angle(stft(audio[:n], self.interp.features)), audio.shape[-1]
+        if needs_phase and phase is None:
             raise ConfigError("loss.faith_in/faith_out/mask_l1 with a classifier given as "
                               "code re-synthesise the masked audio, which needs the input's "
                               "phase: the map cache does not hold it, so train with "
@@ -387,8 +385,7 @@ class L2IModule(L.LightningModule):
                                 z=z[:n])
         mask = training_mask(out, self.interp.W, self.interp.theta.linear.weight, pred)
         return faithfulness_terms(self.interp.classifier, mask, torch.expm1(target[:n]), pred,
-                                  self.interp.activation,
-                                  None if phase is None else phase[:n], length)
+                                  self.interp.activation, phase, length)
 
     # ------------------------------------------------------------------ lightning hooks
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -836,7 +833,7 @@ def _run_info(cache_root: Path, cached_splits: list[str], datasets: dict[str, Da
         "cache": bool(cached_splits),
         "cache_splits": cached_splits,
         "cache_mb": round(sum(folder_size(cache_root / s) for s in cached_splits) / 2**20, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "n_train": len(datasets["train"]), "n_valid": len(datasets["valid"]),
         "n_test": len(datasets["test"]),
         "psi_params": sum(p.numel() for p in interp.psi.parameters()),

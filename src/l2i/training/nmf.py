@@ -161,7 +161,7 @@ def train_nmf(cfg: NMFRecipe) -> str:
         "train_folds": list(cfg.data.train_folds), "valid_folds": list(cfg.data.valid_folds),
     }
     atoms_figure(out / "atoms.png", result.W, cfg.features, result.history)
-    _write_json(out / "nmf.json", {**stats, "history": [_num(h) for h in result.history]})
+    write_json(out / "nmf.json", {**stats, "history": [_num(h) for h in result.history]})
     save_dictionary(target, result.W, cfg.features, stats)
     valid_txt = f", valid {rel_valid:.4f}" if rel_valid is not None else ""
     print(f"wrote {target}: K={stats['n_components']}, relative error train "
@@ -257,7 +257,3 @@ def atoms_figure(path: str | os.PathLike, W: torch.Tensor, features: FeaturesCon
 
 def _num(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(float(x)) else float(x)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    write_json(path, data)
