@@ -106,8 +106,10 @@ def step3_candidates(base: MaskConfig) -> dict[str, MaskConfig]:
 LIMIT = 0  # --limit: first N validation clips only (a smoke test of the script; 0 = all)
 
 
-def valid_set(ckpt: str, contamination: str, seed: int = 0) -> dict[str, Any]:
-    """The checkpoint's validation fold as ``l2i evaluate --test_folds VALID`` loads it."""
+def valid_set(ckpt: str, contamination: str, seed: int = 0,
+              data_folder: str = "") -> dict[str, Any]:
+    """The checkpoint's validation fold as ``l2i evaluate --test_folds VALID`` loads it
+    (``data_folder``: where the data now is, if not where the checkpoint was trained)."""
     from l2i.contamination import contaminate
     from l2i.data import load_dataset, load_split
     from l2i.evaluation import _test_data_config, _truth_masks, with_checkpoint_defaults
@@ -116,7 +118,8 @@ def valid_set(ckpt: str, contamination: str, seed: int = 0) -> dict[str, Any]:
     ex = Explainer.load(ckpt)
     recipe = dict(ex.interpreter.recipe or {})
     folds = list(recipe["data"]["valid_folds"])
-    cfg = with_checkpoint_defaults(EvaluateRecipe(ckpt=ckpt, test_folds=folds), recipe)
+    cfg = with_checkpoint_defaults(EvaluateRecipe(ckpt=ckpt, test_folds=folds,
+                                                  data_folder=data_folder), recipe)
     data_cfg = _test_data_config(cfg)
     fcfg, sr = ex.features, ex.sample_rate
     index = load_dataset(cfg.data_folder, data_cfg, sample_rate=sr, splits=("test",),

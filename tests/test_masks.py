@@ -24,6 +24,7 @@ from l2i.explain import (
     Explanation,
     checkpoint_mask_config,
     explanation_mask,
+    floor_gate,
     foreground,
     frame_relevance,
     peakiness,
@@ -105,6 +106,40 @@ def test_sharpen_and_binarize_relative_to_the_clip_maximum():
     assert torch.allclose(sharpen_mask(half, rescale=True), torch.tensor([[[1.0, 0.5],
                                                                           [0.25, 0.0]]]))
     assert not sharpen_mask(torch.zeros(1, 2, 2), rescale=True).any()
+
+
+def test_floor_gate_hand_computed():
+    mag = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]).reshape(1, 5, 1)  # (B, T, F): one bin
+    # the median over the frames is 2: |X| / (|X| + 2)
+    g = floor_gate(mag, 0.5)
+    assert g[0, :, 0].tolist() == pytest.approx([0.0, 1 / 3, 0.5, 0.6, 4 / 6], abs=1e-6)
+    # the 0.25 quantile (linear interpolation) is 1; each frequency has its own floor
+    two = torch.cat([mag, 10 * mag], dim=2)  # (1, 5, 2)
+    g2 = floor_gate(two, 0.25)
+    assert g2[0, :, 0].tolist() == pytest.approx([0.0, 0.5, 2 / 3, 0.75, 0.8], abs=1e-6)
+    assert torch.allclose(g2[0, :, 1], g2[0, :, 0])  # scale-free: 10x louder, same gate
+    with pytest.raises(ValueError, match="quantile"):
+        floor_gate(mag, 1.0)
+
+
+def test_floor_gate_multiplies_the_mask_last_and_needs_the_input():
+    W, H, theta, z, t = _background_case()
+    mag = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [1.0, 4.0], [3.0, 0.0]]])  # (1, T, F)
+    plain, _ = explanation_mask(W, H, theta, z, t, MaskConfig(rescale=True), relevance_th=0.2)
+    gated, _ = explanation_mask(W, H, theta, z, t, MaskConfig(rescale=True, floor_gate=0.5),
+                                relevance_th=0.2, mag=mag)
+    assert torch.allclose(gated, plain * floor_gate(mag, 0.5))
+    assert gated[0, 2, 1] == pytest.approx(plain[0, 2, 1].item() * 4 / 4)  # floor 0 there
+    assert gated[0, 3, 0] == pytest.approx(plain[0, 3, 0].item() * 3 / 4)  # floor 1
+    with pytest.raises(ValueError, match="floor_gate needs mag"):
+        explanation_mask(W, H, theta, z, t, MaskConfig(floor_gate=0.5), relevance_th=0.2)
+
+
+def test_mask_values_out_of_range_are_config_errors():
+    for bad in (["--mask.floor_gate", "1.5"], ["--mask.sharpen", "0"],
+                ["--mask.binarize", "-0.1"], ["--mask.power", "-1"]):
+        with pytest.raises(ConfigError, match=bad[0][2:]):
+            load_config(L2IRecipe, None, bad)
 
 
 def _background_case():

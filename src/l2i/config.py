@@ -177,7 +177,7 @@ class NMFConfig:
 class PsiConfig:
     """psi: the classifier's hidden maps -> NMF activations H (B, K, T), any T."""
 
-    maps: list[str] = field(default_factory=list)  # empty = every map the classifier exposes
+    maps: list[str] = field(default_factory=list)  # empty = the classifier's default maps
     hidden: int = 256
     n_layers: int = 3
     kernel_size: int = 3  # odd; temporal context of the residual Conv1d blocks
@@ -218,6 +218,10 @@ class L2ILossConfig:
     mask_l1: float = 0.0  # mask size: mean M over (batch, time, freq)
     faith_clips: int = 0  # the faithfulness terms on the first n clips of each (shuffled)
     #                       batch only (0 = all): two classifier passes on n clips, not B
+    # the faithfulness terms train psi too (true, as before) or only theta (false: they see
+    # psi's H detached, so psi keeps to reconstruction and theta's fidelity, and the terms
+    # decide which components explain the decision, through theta's weights and attention)
+    faith_psi: bool = True
 
 
 @dataclass
@@ -247,6 +251,20 @@ class MaskConfig:
     rescale: bool = False  # divide the mask by its maximum over the clip (the peak bin -> 1)
     sharpen: float = 1.0  # mask ** sharpen (> 1 sharpens, < 1 widens, 1 = off)
     binarize: float = 0.0  # > 0: mask >= binarize * max(mask) -> 1, else 0 (0 = off)
+    # > 0: last, the mask times |X| / (|X| + N_f), N_f the floor_gate quantile of the input's
+    # magnitude over the clip's frames at frequency f (its noise floor): bins near or below
+    # the floor are attenuated, loud ones kept (0 = off)
+    floor_gate: float = 0.0
+
+    def __post_init__(self) -> None:
+        bad = [f"mask.{k} = {v} ({rule})" for k, v, ok, rule in (
+            ("power", self.power, self.power > 0, "must be > 0"),
+            ("sharpen", self.sharpen, self.sharpen > 0, "must be > 0"),
+            ("binarize", self.binarize, 0 <= self.binarize < 1, "must be in [0, 1)"),
+            ("floor_gate", self.floor_gate, 0 <= self.floor_gate < 1,
+             "a quantile in (0, 1), or 0 = off")) if not ok]
+        if bad:
+            raise ConfigError("; ".join(bad))
 
 
 def _overrides_of(cls: type, name: str) -> type:
@@ -297,7 +315,7 @@ class LMACConfig:
     classifier's prediction (SpeechBrain's lmac_cnn14.yaml: 4 / 0.2 / 0.4).
     """
 
-    maps: list[str] = field(default_factory=list)  # empty = every map the classifier exposes
+    maps: list[str] = field(default_factory=list)  # empty = the classifier's default maps
     hidden: int = 64  # decoder channels
     n_up: int = 2  # x2 upsampling stages (time and freq) after merging the maps
     l_in: float = 4.0

@@ -219,6 +219,24 @@ def sharpen_mask(mask: Tensor, power: float = 1.0, binarize: float = 0.0,
     return mask
 
 
+def floor_gate(mag: Tensor, quantile: float, eps: float = MASK_EPS) -> Tensor:
+    """``|X| / (|X| + N_f)`` in [0, 1): ``N_f`` is the ``quantile`` of ``mag`` over the clip's
+    frames at each frequency (the clip's noise floor there). A bin at the floor gets 1/2, one
+    10x above it 0.91, a silent one 0. ``mag (B, T, F)`` linear magnitude -> ``(B, T, F)``."""
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"floor_gate quantile must be in (0, 1), got {quantile}")
+    mag = mag.clamp_min(0.0)
+    # torch.quantile's linear interpolation between the two nearest ranks, from kthvalue:
+    # 5x faster on a 5 s clip, and quantile refuses inputs over 2^24 elements (long recordings)
+    pos = float(quantile) * (mag.shape[1] - 1)
+    lo, frac = int(math.floor(pos)), pos - math.floor(pos)
+    floor = mag.kthvalue(lo + 1, dim=1, keepdim=True).values  # (B, 1, F)
+    if frac > 0:
+        upper = mag.kthvalue(lo + 2, dim=1, keepdim=True).values  # (B, 1, F)
+        floor = floor * (1 - frac) + upper * frac
+    return mag / (mag + floor + eps)
+
+
 def explanation_mask(W: Tensor, H: Tensor, theta_weight: Tensor, z: Tensor, target: Tensor,
                      cfg: Any = None, *, relevance_th: float = DEFAULT_RELEVANCE_TH,
                      top_k: int | None = None, attention: Tensor | None = None,
@@ -231,11 +249,12 @@ def explanation_mask(W: Tensor, H: Tensor, theta_weight: Tensor, z: Tensor, targ
     (:func:`relevance_weights`); background (``median``: the numerator, and the frame
     relevance, use :func:`foreground` activations; ``spread``: weights times
     :func:`peakiness`); :func:`weighted_mask`; :func:`sharpen_mask` (rescale, power,
-    binarize).
+    binarize); with ``floor_gate > 0``, times :func:`floor_gate` of the input ``mag``.
 
     Args:
         W: ``(F, K)``; H: ``(B, K, T)``; theta_weight: ``(C, K)``; z: ``(B, K)``;
-        target: ``(B,)``; mag: ``(B, T, F)`` linear magnitude (``denominator: input``).
+        target: ``(B,)``; mag: ``(B, T, F)`` linear magnitude (``denominator: input``,
+        ``floor_gate``).
     Returns:
         ``mask (B, T, F)`` in [0, 1] and ``weights`` ``(B, K)`` (clip relevance) or
         ``(B, K, T)``: the factor on each activation in the numerator, ``W (weights * H)``
@@ -258,7 +277,12 @@ def explanation_mask(W: Tensor, H: Tensor, theta_weight: Tensor, z: Tensor, targ
         share = torch.where(H > 0, Hb / H.clamp_min(MASK_EPS), torch.zeros_like(H))  # (B, K, T)
         w = (w[:, :, None] if w.dim() == 2 else w) * share
     mask = weighted_mask(W, H, w, cfg.denominator, mag)
-    return sharpen_mask(mask, cfg.sharpen, cfg.binarize, cfg.rescale), w
+    mask = sharpen_mask(mask, cfg.sharpen, cfg.binarize, cfg.rescale)
+    if cfg.floor_gate > 0:
+        if mag is None:
+            raise ValueError("explanation_mask: floor_gate needs mag (B, T, F)")
+        mask = mask * floor_gate(mag.to(mask.dtype), cfg.floor_gate)  # (B, T, F)
+    return mask, w
 
 
 def selected_of(weights: Tensor) -> Tensor:

@@ -9,7 +9,7 @@ import torch
 
 from l2i.config import ClassifierModelConfig, FeaturesConfig
 from l2i.errors import L2IError
-from l2i.models import build_classifier, load_classifier, save_classifier
+from l2i.models import build_classifier, default_maps, load_classifier, save_classifier
 
 FEAT = FeaturesConfig(sample_rate=8000, n_fft=256, n_mels=32)  # 129 STFT bins
 NAMES = ["a", "b", "c"]
@@ -26,16 +26,27 @@ def test_conv2d_shapes_and_interface():
     mag = torch.rand(2, 64, FEAT.n_freq)  # (B, T, F)
     logits, maps = model(mag)
     assert logits.shape == (2, 3)
-    assert tuple(maps) == model.map_names == ("block3", "block4")
+    assert tuple(maps) == model.map_names == ("block1", "block2", "block3", "block4")
     # block1 stride 2, block2/3 pool 2x2, block4 pool 1x2 in frequency only
+    assert maps["block1"].shape == (2, 4, 32, 16)
+    assert maps["block2"].shape == (2, 8, 16, 8)
     assert maps["block3"].shape == (2, 16, 8, 4)
     assert maps["block4"].shape == (2, 32, 8, 2)
-    assert model.map_channels == {"block3": 16, "block4": 32}
+    assert model.map_channels == {"block1": 4, "block2": 8, "block3": 16, "block4": 32}
+    # psi and L-MAC read the last two unless a recipe names others (the maps of old runs)
+    assert default_maps(model) == ["block3", "block4"]
     assert model.frontend.n_out == 32
     model.eval()
     a, _ = model(mag)
     b, _ = model.forward_features(model.frontend(mag))
     torch.testing.assert_close(a, b)
+
+
+def test_default_maps_of_a_classifier_without_them_is_every_map():
+    class Bare(torch.nn.Module):
+        map_channels = {"x": 2, "y": 3}
+
+    assert default_maps(Bare()) == ["x", "y"]
 
 
 def test_conv2d_any_length_and_log1p_mag_input():

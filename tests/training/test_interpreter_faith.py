@@ -154,6 +154,24 @@ def test_faith_gradients_reach_psi_and_theta_not_the_classifier():
     assert all(p.grad is None for p in interp.classifier.parameters())
 
 
+def test_faith_psi_false_trains_theta_only_with_the_same_terms():
+    interp = _interp()
+    batch = _batch()
+    kw = dict(alpha=0.0, beta=0.0, fid_weight=0.0, faith_in=1.0, faith_out=1.0, mask_l1=1.0)
+    both, _ = L2IModule(interp, L2ILossConfig(**kw), TrainerConfig()).shared_step(batch, True)
+    interp.zero_grad()
+    module = L2IModule(interp, L2ILossConfig(**kw, faith_psi=False), TrainerConfig()).train()
+    terms, _ = module.shared_step(batch, True)
+    # the same values (H is only detached), but the gradient stops at psi's output
+    for k in ("faith_in", "faith_out", "mask_l1"):
+        assert terms[k].item() == pytest.approx(both[k].item(), rel=1e-6)
+    terms["loss"].backward()
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in interp.psi.parameters())
+    assert float(interp.theta.linear.weight.grad.abs().sum()) > 0
+    att = [p for n, p in interp.theta.named_parameters() if not n.startswith("linear")]
+    assert att and any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in att)
+
+
 def test_negative_faith_weight_is_a_config_error():
     with pytest.raises(ConfigError, match="faith_out"):
         L2IModule(_interp(), L2ILossConfig(faith_out=-1.0), TrainerConfig())

@@ -235,6 +235,16 @@ def test_train_end_to_end_writes_a_loadable_bundle(artefacts, tiny_dataset, tmp_
     assert interp.metrics["test/fid_top1"] == m["test/fid_top1"]
     o = interp(torch.rand(2, 87, interp.W.shape[0]))
     assert o.H.shape == (2, K, 87) and o.theta_logits.shape == (2, N_CLASSES)
+    assert interp.psi.map_names == ["block3", "block4"]  # psi.maps [] = the default maps
+
+
+def test_psi_reads_the_early_maps_when_the_recipe_names_them(artefacts, tiny_dataset, tmp_path):
+    maps = ["block1", "block2", "block3", "block4"]
+    path = train_interpreter(_cfg(artefacts, tiny_dataset, tmp_path / "run", **{
+        "trainer.epochs": 1, "psi.maps": maps}))
+    interp = load_interpreter(path, "cpu")
+    assert interp.psi.map_names == maps
+    assert interp(torch.rand(1, 40, interp.W.shape[0])).H.shape == (1, K, 40)
 
 
 def test_noise_augmentation_runs_on_the_fly(artefacts, tiny_dataset, tmp_path):

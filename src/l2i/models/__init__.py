@@ -43,6 +43,14 @@ CKPT_VERSION = CK.CURRENT[CKPT_FORMAT]
 ARCHS = ("conv2d", "cnn14", "sb_conv2d")
 
 
+def default_maps(classifier: Any) -> list[str]:
+    """The hidden maps psi and L-MAC read when a recipe names none (``maps: []``): the
+    classifier's ``default_maps`` if it declares them (l2i's conv2d exposes ``block1``-``block4``
+    but reads ``block3``, ``block4`` by default), else every map it exposes."""
+    names = getattr(classifier, "default_maps", None) or list(classifier.map_channels)
+    return list(names)
+
+
 class AudioClassifier(nn.Module):
     """Base class: magnitude spectrogram -> (logits, named hidden maps).
 
@@ -225,6 +233,6 @@ def make_frontend(features: FeaturesConfig, kind: str) -> Frontend:
         raise L2IError(f"model.input: {err}") from None
 
 
-__all__ = ["AudioClassifier", "ClassifierInfo", "build_classifier", "save_classifier",
+__all__ = ["AudioClassifier", "default_maps", "ClassifierInfo", "build_classifier", "save_classifier",
            "load_classifier", "classifier_dict", "input_bins", "input_batchnorm",
            "make_frontend", "CKPT_FORMAT", "ARCHS"]

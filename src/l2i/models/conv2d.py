@@ -13,9 +13,11 @@ Layout (``w = model.width``; shapes for 5 s at 16 kHz, hop 186 -> T = 431, 80 me
     head      mean over frequency, max + mean over time -> (B, 8w)
               Linear(8w, embed_dim) -> ReLU -> dropout -> Linear(embed_dim, C)
 
-Maps exposed to the interpreter: ``block3`` (B, 4w, ~T/8, F/8) and ``block4`` (B, 8w, ~T/8,
-F/16), both at ~93 ms time resolution (T -> ceil(T/2) -> //2 -> //2). Pooling inside each
-block (between its two convs) keeps the cost low: ~0.1 GMAC per 5 s clip for ``w = 12``.
+Maps exposed to the interpreter: ``block1`` (B, w, ~T/2, F/2), ``block2`` (B, 2w, ~T/4, F/4),
+``block3`` (B, 4w, ~T/8, F/8) and ``block4`` (B, 8w, ~T/8, F/16); psi and L-MAC read
+``default_maps`` = ``block3``, ``block4`` (~93 ms time resolution) unless a recipe names others
+(``psi.maps``: the early blocks keep finer time and frequency detail, issue 14). Pooling inside
+each block (between its two convs) keeps the cost low: ~0.1 GMAC per 5 s clip for ``w = 12``.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ class ConvBlock(nn.Module):
 class Conv2dClassifier(AudioClassifier):
     """See the module docstring. ``forward(mag (B,T,F_stft)) -> (logits (B,C), maps)``."""
 
-    map_names = ("block3", "block4")
+    map_names = ("block1", "block2", "block3", "block4")
+    default_maps = ("block3", "block4")  # what psi / L-MAC read when the recipe names none
 
     def __init__(self, features: FeaturesConfig, n_classes: int, input: str = "log1p_mel",
                  width: int = 32, embed_dim: int = 256, dropout: float = 0.2) -> None:
@@ -76,7 +79,7 @@ class Conv2dClassifier(AudioClassifier):
         self.block2 = ConvBlock(w, 2 * w, (2, 2), pool_first=True)
         self.block3 = ConvBlock(2 * w, 4 * w, (2, 2), pool_first=True)
         self.block4 = ConvBlock(4 * w, 8 * w, (1, 2), pool_first=True)
-        self.map_channels = {"block3": 4 * w, "block4": 8 * w}
+        self.map_channels = {"block1": w, "block2": 2 * w, "block3": 4 * w, "block4": 8 * w}
         self.fc = nn.Linear(8 * w, embed_dim)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(embed_dim, n_classes)
@@ -93,14 +96,14 @@ class Conv2dClassifier(AudioClassifier):
     def embed(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Input ``x (B, T, F_in)`` -> (embedding (B, embed_dim), maps)."""
         x = input_batchnorm(x.unsqueeze(1), self.norm0)  # (B, 1, T, F)
-        x = self.block1(x)  # (B, w, T/2, F/2)
-        x = self.block2(x)  # (B, 2w, T/4, F/4)
-        b3 = self.block3(x)  # (B, 4w, T/8, F/8)
+        b1 = self.block1(x)  # (B, w, T/2, F/2)
+        b2 = self.block2(b1)  # (B, 2w, T/4, F/4)
+        b3 = self.block3(b2)  # (B, 4w, T/8, F/8)
         b4 = self.block4(b3)  # (B, 8w, T/8, F/16)
         h = b4.mean(dim=3)  # (B, 8w, T/8)
         h = h.amax(dim=2) + h.mean(dim=2)  # (B, 8w)
         emb = self.dropout(nn.functional.relu(self.fc(h)))  # (B, embed_dim)
-        return emb, {"block3": b3, "block4": b4}
+        return emb, {"block1": b1, "block2": b2, "block3": b3, "block4": b4}
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         emb, maps = self.embed(x)

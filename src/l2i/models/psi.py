@@ -90,7 +90,9 @@ class Psi(nn.Module):
     """Hidden maps -> ``H (B, K, T) >= 0`` for any number of frames ``T``.
 
     Args:
-        map_channels: channels ``C_i`` of every map the classifier exposes, by name.
+        map_channels: channels ``C_i`` of every map the classifier exposes, by name (an
+            empty ``cfg.maps`` reads all of them; training passes the classifier's
+            :func:`l2i.models.default_maps`).
         n_components: K, the number of NMF components.
         map_bins: frequency bins ``F_i`` of each map (needed by ``freq_reduce: flatten``;
             :func:`probe_map_bins` measures them).

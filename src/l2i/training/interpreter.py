@@ -70,6 +70,7 @@ from l2i.interpreter import (
     save_interpreter,
 )
 from l2i.metrics import multilabel_fidelity
+from l2i.models import default_maps
 from l2i.models.psi import Psi, probe_map_bins
 from l2i.models.theta import Theta
 from l2i.training.common import peak_rss_mb
@@ -381,8 +382,11 @@ class L2IModule(L.LightningModule):
                               "phase: the map cache does not hold it, so train with "
                               "--cache_maps false")
         pred = logits[:n].argmax(dim=1)  # (n,)
-        out = InterpreterOutput(logits=logits[:n], H=H[:n], theta_logits=theta_logits[:n],
-                                z=z[:n])
+        H, z = H[:n], z[:n]
+        if not self.loss_cfg.faith_psi:  # the terms reach theta only (psi's H held fixed)
+            H = H.detach()  # (n, K, T)
+            z = self.interp.theta.pool(H)  # (n, K)
+        out = InterpreterOutput(logits=logits[:n], H=H, theta_logits=theta_logits[:n], z=z)
         mask = training_mask(out, self.interp.W, self.interp.theta.linear.weight, pred)
         return faithfulness_terms(self.interp.classifier, mask, torch.expm1(target[:n]), pred,
                                   self.interp.activation, phase, length)
@@ -620,7 +624,8 @@ def build_model(cfg: L2IRecipe, record: dict, classifier: Any, W: Tensor,
     """A fresh :class:`Interpreter` (untrained psi + theta) around the frozen classifier."""
     try:
         bins = getattr(classifier, "map_bins", None) or probe_map_bins(classifier, W.shape[0])
-        psi = Psi(classifier.map_channels, W.shape[1], cfg.psi, map_bins=bins)
+        psi_cfg = cfg.psi if cfg.psi.maps else replace(cfg.psi, maps=default_maps(classifier))
+        psi = Psi(classifier.map_channels, W.shape[1], psi_cfg, map_bins=bins)
         theta = Theta(W.shape[1], info.n_classes, cfg.theta)
     except ValueError as err:
         raise ConfigError(f"psi/theta config: {err}") from None

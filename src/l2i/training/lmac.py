@@ -43,6 +43,7 @@ from l2i.explainers.lmac import FINAL, lmac_record, save_lmac
 from l2i.features import magnitude, phase, stft
 from l2i.fileio import write_json
 from l2i.models.lmac import LMACDecoder
+from l2i.models import default_maps
 from l2i.models.psi import probe_map_bins
 
 MONITOR = "valid/loss"
@@ -202,9 +203,10 @@ def check_lmac_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, Any]:
 
 
 def build_decoder(classifier: Any, n_freq: int, cfg: LMACConfig) -> LMACDecoder:
-    """A fresh decoder for the maps ``cfg.maps`` (default: all) of ``classifier``."""
+    """A fresh decoder for the maps ``cfg.maps`` (default: the classifier's default maps,
+    :func:`l2i.models.default_maps`) of ``classifier``."""
     channels = dict(classifier.map_channels)
-    names = list(cfg.maps) or list(channels)
+    names = list(cfg.maps) or default_maps(classifier)
     unknown = [n for n in names if n not in channels]
     if unknown:
         raise ConfigError(f"lmac.maps: {', '.join(unknown)} not among the classifier's maps "

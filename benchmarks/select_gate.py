@@ -1,0 +1,137 @@
+"""Step 4 of the mask rule (benchmarks/select_masks.py): the input floor gate, on VALIDATION
+folds, on top of each recipe's mask.
+
+    .venv/bin/python benchmarks/select_gate.py --synthetic demo=runs/demo/l2i/l2i.ckpt \\
+        --esc10 esc=runs/esc10_faith/l2i.ckpt --esc10_base '{"rescale": true, "sharpen": 0.5}' \\
+        --out benchmarks/results/select_gate.json
+
+Why: on the synthetic VALID fold 4, within the frames where the event sounds, the L2I mask
+ranks the event's bins above the rest at chance level (ROC-AUC 0.55-0.59, the input energy
+0.90): its frequency detail comes from psi's coarse reconstruction in the log1p domain, which
+is blind to how loud a bin actually is. ``mask.floor_gate q`` multiplies the mask, last, by
+``|X| / (|X| + N_f)`` with ``N_f`` the ``q`` quantile of the clip's magnitude at frequency
+``f`` (:func:`l2i.explain.floor_gate`): the input's own fine structure, relative to its own
+floor, inside what L2I selected.
+
+Candidates: the recipe's mask (``off``: the step-3 winner that ``mask:`` holds) and the same
+with ``floor_gate`` 0.1, 0.25, 0.5. Ranked by select_masks's own metrics and rule (synthetic:
+localisation ROC-AUC and IoU, AI, AD, FF, Fid-In; ESC-10: AI, AD, FF, Fid-In on clean and
+mixtures, SPS on white noise; the lowest mean rank wins, and as in its step 3 a candidate other
+than ``off`` is kept only if its mean rank is strictly lower). The candidates were looked at
+on the same validation folds before this step was written (exploration, test folds never
+read); the rule is select_masks's, written before any of it. Listenability (spectral flatness,
+STFT inconsistency) is reported, not ranked.
+
+Prints one JSON object (``--out`` writes it, and ``NAME_synthetic.json`` / ``NAME_esc10.json``
+tables next to it for docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _emit import emit  # noqa: E402
+from select_masks import (  # noqa: E402
+    CONTAMINATION,
+    ESC_METRICS,
+    SYNTH_METRICS,
+    _named,
+    _round,
+    listenability,
+    mean_ranks,
+    score,
+    valid_set,
+)
+
+from l2i.config import MaskConfig, from_dict, to_dict  # noqa: E402
+
+GATES = (0.1, 0.25, 0.5)
+COLS = {"synthetic": ("loc_auc", "loc_iou", "AI", "AD", "FF", "Fid-In", "SPS", "mask_mean"),
+        "esc10": ("AI", "AD", "FF", "Fid-In", "SPS", "mask_mean")}
+
+
+def candidates(base: MaskConfig) -> dict[str, MaskConfig]:
+    return {"off": base, **{f"floor_gate{q}": replace(base, floor_gate=q) for q in GATES}}
+
+
+def run(kind: str, name: str, ckpt: str, base: MaskConfig | None, log: Any,
+        data_folder: str = "") -> dict[str, Any]:
+    """The step for one checkpoint: every candidate on every set, ranks, the winner."""
+    from l2i.explain import checkpoint_mask_config
+
+    sets = ("clean",) if kind == "synthetic" else ("clean", "mixtures", "white_noise")
+    metrics = SYNTH_METRICS if kind == "synthetic" else ESC_METRICS
+    table: dict[str, dict] = {}
+    baselines: dict[str, Any] = {}
+    cands: dict[str, MaskConfig] = {}
+    listen: dict[str, Any] = {}
+    for s in sets:
+        t0 = time.perf_counter()
+        data = valid_set(ckpt, CONTAMINATION[s], data_folder=data_folder)
+        cands = candidates(base or checkpoint_mask_config(data["explainer"].interpreter))
+        res = score(data, cands, baselines=True)
+        log(f"{kind}/{name}/{s}: {len(cands)} masks in {time.perf_counter() - t0:.0f} s")
+        for c, agg in res.items():
+            dest = table.setdefault(c, {}) if c in cands else baselines.setdefault(c, {})
+            dest.update({(name, s, m): v for m, v in agg.items()})
+        if s == "clean":
+            listen = listenability(data, cands)
+    ranks = mean_ranks({c: table[c] for c in cands}, metrics, [name])
+    order = list(cands)
+    winner = min(order, key=lambda c: (ranks[c] - (1e-9 if c == "off" else 0), order.index(c)))
+    rows = [{"mask": c, "mean rank": round(ranks[c], 3) if c in ranks else None,
+             **{f"{s}/{m}": _round(vals.get((name, s, m))) for s in sets for m in COLS[kind]
+                if (name, s, m) in vals},
+             "kept": "yes" if c == winner else ""}
+            for c, vals in {**table, **{f"baseline {b}": v for b, v in baselines.items()}}.items()]
+    return {"checkpoint": ckpt, "base": to_dict(cands["off"]), "winner": winner,
+            "chosen": to_dict(cands[winner]), "rows": rows, "listenability": listen}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--synthetic", default=None, help="NAME=l2i.ckpt (demo data)")
+    ap.add_argument("--esc10", default=None, help="NAME=l2i.ckpt (ESC-10)")
+    ap.add_argument("--synthetic_base", default=None, help="JSON MaskConfig (default: ckpt's)")
+    ap.add_argument("--esc10_base", default=None, help="JSON MaskConfig (default: ckpt's)")
+    ap.add_argument("--synthetic_data", default="", help="data folder (default: ckpt's)")
+    ap.add_argument("--esc10_data", default="", help="data folder (default: ckpt's)")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    t0 = time.time()
+
+    def log(msg: str) -> None:
+        print(f"[{time.time() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)
+
+    result: dict[str, Any] = {
+        "command": "python benchmarks/select_gate.py " + " ".join(argv or sys.argv[1:]),
+        "machine": "2-core CPU, shared (validation metrics; no timing)",
+        "rule": "see the script's docstring"}
+    for kind in ("synthetic", "esc10"):
+        spec, base = getattr(args, kind), getattr(args, f"{kind}_base")
+        if spec:
+            (name, ckpt), = _named([spec]).items()
+            cfg = from_dict(MaskConfig, json.loads(base), "mask.") if base else None
+            result[kind] = run(kind, name, ckpt, cfg, log, getattr(args, f"{kind}_data"))
+    if args.out:
+        for kind in ("synthetic", "esc10"):
+            if kind in result:
+                table = {"command": result["command"], "machine": result["machine"],
+                         "rows": result[kind]["rows"]}
+                Path(f"{args.out.removesuffix('.json')}_{kind}.json").write_text(
+                    json.dumps(table, indent=2) + "\n")
+    return emit(result, args.out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
