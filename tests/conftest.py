@@ -52,14 +52,15 @@ def random_interpreter(features: FeaturesConfig, class_names: list[str], n_compo
 
     from l2i.config import ClassifierModelConfig, PsiConfig, ThetaConfig
     from l2i.interpreter import Interpreter
-    from l2i.models import build_classifier, classifier_dict
+    from l2i.models import build_classifier, classifier_dict, default_maps
     from l2i.models.psi import Psi
     from l2i.models.theta import Theta
 
     torch.manual_seed(seed)
     mc = ClassifierModelConfig(arch="conv2d", width=8, embed_dim=16)
     clf = build_classifier(mc, features, len(class_names))
-    psi = Psi(clf.map_channels, n_components, PsiConfig(hidden=16, n_layers=1))
+    psi = Psi(clf.map_channels, n_components,
+              PsiConfig(maps=default_maps(clf), hidden=16, n_layers=1))  # as training builds it
     theta = Theta(n_components, len(class_names), ThetaConfig(hidden=8))
     W = torch.rand(features.n_freq, n_components)
     return Interpreter(clf, psi, theta, W, features, class_names,

@@ -233,6 +233,6 @@ def make_frontend(features: FeaturesConfig, kind: str) -> Frontend:
         raise L2IError(f"model.input: {err}") from None
 
 
-__all__ = ["AudioClassifier", "default_maps", "ClassifierInfo", "build_classifier", "save_classifier",
-           "load_classifier", "classifier_dict", "input_bins", "input_batchnorm",
+__all__ = ["AudioClassifier", "default_maps", "ClassifierInfo", "build_classifier",
+           "save_classifier", "load_classifier", "classifier_dict", "input_bins", "input_batchnorm",
            "make_frontend", "CKPT_FORMAT", "ARCHS"]

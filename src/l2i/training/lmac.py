@@ -42,8 +42,8 @@ from l2i.explainers.base import reclassify
 from l2i.explainers.lmac import FINAL, lmac_record, save_lmac
 from l2i.features import magnitude, phase, stft
 from l2i.fileio import write_json
-from l2i.models.lmac import LMACDecoder
 from l2i.models import default_maps
+from l2i.models.lmac import LMACDecoder
 from l2i.models.psi import probe_map_bins
 
 MONITOR = "valid/loss"
