@@ -55,8 +55,12 @@ from select_masks import (  # noqa: E402
 from l2i.config import MaskConfig, from_dict, to_dict  # noqa: E402
 
 GATES = (0.1, 0.25, 0.5)
-COLS = {"synthetic": ("loc_auc", "loc_iou", "AI", "AD", "FF", "Fid-In", "SPS", "mask_mean"),
-        "esc10": ("AI", "AD", "FF", "Fid-In", "SPS", "mask_mean")}
+COLS = {"synthetic": {"clean": ("loc_auc", "loc_iou", "AI", "AD", "FF", "Fid-In", "SPS",
+                                 "mask_mean")},
+        "esc10": {"clean": ("AI", "AD", "FF", "Fid-In", "SPS", "mask_mean"),
+                  "mixtures": ("AI", "AD", "FF", "Fid-In"),
+                  "white_noise": ("AI", "AD", "SPS", "mask_mean")}}
+PREFIX = {"clean": "", "mixtures": "mix ", "white_noise": "noise "}
 
 
 def candidates(base: MaskConfig) -> dict[str, MaskConfig]:
@@ -89,8 +93,8 @@ def run(kind: str, name: str, ckpt: str, base: MaskConfig | None, log: Any,
     order = list(cands)
     winner = min(order, key=lambda c: (ranks[c] - (1e-9 if c == "off" else 0), order.index(c)))
     rows = [{"mask": c, "mean rank": round(ranks[c], 3) if c in ranks else None,
-             **{f"{s}/{m}": _round(vals.get((name, s, m))) for s in sets for m in COLS[kind]
-                if (name, s, m) in vals},
+             **{PREFIX[s] + m: _round(vals.get((name, s, m)))
+                for s, ms in COLS[kind].items() for m in ms if (name, s, m) in vals},
              "kept": "yes" if c == winner else ""}
             for c, vals in {**table, **{f"baseline {b}": v for b, v in baselines.items()}}.items()]
     return {"checkpoint": ckpt, "base": to_dict(cands["off"]), "winner": winner,

@@ -150,7 +150,30 @@ def main(argv: list[str] | None = None) -> int:
               stage: {"winner": winner, "options": CANDIDATES[winner],
                       "rows": {n: {**r, "mean_rank": ranks.get(n),
                                    "options": CANDIDATES[n]} for n, r in rows.items()}}}
+    if args.out:
+        compact_table(stage, result[stage], result["command"], args.out)
     return emit(result, args.out)
+
+
+def compact_table(stage: str, res: dict[str, Any], command: str, out: str) -> None:
+    """``OUT_STAGE.json``: one row per candidate, for tools/gen_docs.py."""
+    cols = {"AI": ("none", "AI"), "AD": ("none", "AD"), "FF": ("none", "FF"),
+            "Fid-In": ("none", "Fid-In"), "SPS": ("none", "SPS")}
+    if stage == "demo":
+        cols.update(loc_auc=("none", "loc_auc"), energy_auc=("none", "loc_auc_baseline"))
+    else:
+        cols.update({f"mix {m}": ("mixtures", m) for m in ("AI", "AD", "FF", "Fid-In")})
+        cols["noise SPS"] = ("white_noise", "SPS")
+    cols.update(fid=("train", "fid"), rec_rel=("train", "rec_rel"),
+                train_s=("train", "train_s"), epochs=("train", "epochs"))
+    rows = [{"candidate": n, "options": ", ".join(f"{k}={v}" for k, v in r["options"].items())
+             or "recipe", **{c: r[s].get(m) for c, (s, m) in cols.items()},
+             "mean rank": r["mean_rank"], "chosen": "yes" if n == res["winner"] else ""}
+            for n, r in res["rows"].items()]
+    table = {"command": command, "machine": "2-core CPU, other jobs running (train_s: compare "
+             "ratios only)", "rows": rows}
+    Path(f"{out.removesuffix('.json')}_{stage}.json").write_text(json.dumps(table, indent=2)
+                                                                + "\n")
 
 
 if __name__ == "__main__":
