@@ -31,6 +31,10 @@ def test_command_help_lists_nested_keys_with_defaults(capsys):
     out = capsys.readouterr().out
     assert "--trainer.lr (float) = 0.001" in out
     assert "--features.sample_rate (int) = 16000" in out
+    # the map cache's keys are the interpreter's: not listed for the classifier
+    assert "cache_auto_gb" not in out and "cache_shard_clips" not in out
+    assert cli.main(["train", "--help"]) == 0
+    assert "--trainer.cache_auto_gb (float) = 10.0" in capsys.readouterr().out
 
 
 def test_unknown_command_suggests_closest(capsys):

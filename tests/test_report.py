@@ -105,6 +105,26 @@ def test_report_is_self_contained_with_audio_images_and_numbers(tmp_path):
     assert 'data-loaded=' in page
 
 
+def test_report_folds_components_of_negligible_relevance(tmp_path):
+    root = _fake_run(tmp_path / "run", n_examples=1)
+    ex = root / "eval" / "examples"
+    info = json.loads((ex / "4-100-A-0.json").read_text())
+    (ex / "4-100-A-0.components").mkdir()
+    comps = []
+    for k, r in ((4, 1.0), (1, 0.5), (2, 0.004), (3, 0.0001)):
+        _wav(ex / "4-100-A-0.components" / f"k{k}.wav", 200 + k)
+        comps.append({"k": k, "relevance": r, "wav": f"4-100-A-0.components/k{k}.wav"})
+    info.update(selected_components=[4, 1, 2, 3], relevance=[0.0, 0.5, 0.004, 0.0001, 1.0],
+                components=comps)
+    (ex / "4-100-A-0.json").write_text(json.dumps(info))
+    page = Path(write_report(ReportRecipe(run_folder=str(root)))).read_text()
+    # soft weights select every r > 0: the page names and plays those with r >= 0.01 only
+    assert "4 (1.00), 1 (0.50) and 2 more with relevance &lt; 0.01" in page
+    assert "<b>k=4</b>" in page and "<b>k=1</b>" in page
+    assert "<b>k=2</b>" not in page and "<b>k=3</b>" not in page
+    assert "selected NMF components (4," in page
+
+
 def test_report_n_examples_and_output_path(tmp_path):
     root = _fake_run(tmp_path / "run", n_examples=3)
     out = tmp_path / "elsewhere" / "r.html"

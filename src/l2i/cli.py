@@ -204,20 +204,24 @@ def command_help(cmd: Command, argv: list[str] | None = None) -> str:
     aliases = [f"--{a} = --{t}" for a, t in ALIASES.items()
                if a not in top and t.split(".")[0] in top]
     tail = ("\n\nshort forms: " + ", ".join(aliases)) if aliases else ""
-    return head + source + "\n" + "\n".join(_describe(cfg, "")) + tail
+    return head + source + "\n" + "\n".join(_describe(cfg, "", type(cfg).__name__)) + tail
 
 
 def _option(argv: list[str], name: str) -> str | None:
     return argv[argv.index(name) + 1] if name in argv[:-1] else None
 
 
-def _describe(obj: Any, prefix: str) -> list[str]:
+def _describe(obj: Any, prefix: str, recipe: str) -> list[str]:
+    """``--key (type) = value`` lines of a config, less the keys whose field metadata says
+    ``recipe`` (the command's recipe class name) does not use them (``unused_by``)."""
     lines = []
     hints = get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
+        if recipe in f.metadata.get("unused_by", ()):
+            continue
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
-            lines += _describe(value, prefix + f.name + ".")
+            lines += _describe(value, prefix + f.name + ".", recipe)
         else:
             lines.append(f"  --{prefix}{f.name} ({_type_label(hints[f.name])}) = {value!r}")
     return lines

@@ -86,6 +86,11 @@ class DataConfig:
     shuffle_buffer: int = 0
 
 
+# field metadata: keys that only the interpreter's training reads; `l2i train-classifier
+# --help` leaves them out (they are still accepted there, and do nothing)
+L2I_ONLY = {"unused_by": ("ClassifierRecipe",)}
+
+
 @dataclass
 class TrainerConfig:
     """The training loop (Lightning), shared by classifier and interpreter training."""
@@ -117,10 +122,11 @@ class TrainerConfig:
     # `l2i train`'s map cache (cache_maps, docs/scaling.md): `auto` caches up to cache_auto_gb
     # and recomputes the classifier's maps each epoch above it; past cache_limit_gb it stops
     # and asks for --cache_maps true (cache anyway) or false (recompute)
-    cache_auto_gb: float = 10.0
-    cache_limit_gb: float = 100.0
-    cache_dtype: Literal["float16", "float32"] = "float16"  # the cached maps (logits: float32)
-    cache_shard_clips: int = 1024  # clips per cache shard file
+    cache_auto_gb: float = field(default=10.0, metadata=L2I_ONLY)
+    cache_limit_gb: float = field(default=100.0, metadata=L2I_ONLY)
+    cache_dtype: Literal["float16", "float32"] = field(  # the cached maps (logits: float32)
+        default="float16", metadata=L2I_ONLY)
+    cache_shard_clips: int = field(default=1024, metadata=L2I_ONLY)  # clips per cache shard
 
 
 @dataclass

@@ -241,8 +241,7 @@ def _example(folder: Path, name: str, class_names: list) -> dict[str, Any]:
     return {"name": name, "facts": _facts(info), "source": info.get("file") or info.get("id"),
             "tracks": _tracks(folder, name, info), "components": _components(folder, info),
             "figures": figures, "probs": _probs(info, class_names),
-            "selected": (", ".join(_component_text(s, rel) for s in sel) if sel else "none")
-            if isinstance(sel, list) else None,
+            "selected": _selected_text(sel, rel) if isinstance(sel, list) else None,
             "n_selected": len(sel) if isinstance(sel, list) else 0}
 
 
@@ -273,13 +272,37 @@ def _tracks(folder: Path, name: str, info: dict) -> list[tuple[str, str]]:
     return [(title, _data_uri(wav, "audio/wav")) for title, wav in wavs if wav.is_file()]
 
 
+# Soft relevance weights (mask.weights: soft) select every component with r > 0, many of them
+# at r ~ 1e-4, which add nothing one can hear: the page lists and plays those with r >= this
+# and counts the rest.
+SHOWN_MIN_RELEVANCE = 0.01
+
+
 def _components(folder: Path, info: dict) -> list[dict[str, Any]]:
-    """A player per selected component (``NAME.components/k{K}.wav``, listed in the json's
-    ``components``); they add up to the explanation."""
+    """A player per selected component with relevance >= ``SHOWN_MIN_RELEVANCE``
+    (``NAME.components/k{K}.wav``, listed in the json's ``components``); all the selected
+    components add up to the explanation."""
     return [{"k": str(c.get("k")), "relevance": c.get("relevance"),
              "uri": _data_uri(folder / str(c["wav"]), "audio/wav")}
             for c in info.get("components") or []
-            if isinstance(c, dict) and (folder / str(c.get("wav", ""))).is_file()]
+            if isinstance(c, dict) and (folder / str(c.get("wav", ""))).is_file()
+            and not _faint(c.get("relevance"))]
+
+
+def _faint(r: Any) -> bool:
+    return isinstance(r, (int, float)) and r < SHOWN_MIN_RELEVANCE
+
+
+def _selected_text(sel: list, relevance: list) -> str:
+    """``"29 (1.00), 4 (0.77), ... and 7 more with relevance < 0.01"`` (or ``"none"``)."""
+    if not sel:
+        return "none"
+    rel = [relevance[s] if isinstance(s, int) and 0 <= s < len(relevance) else None
+           for s in sel]
+    shown = [_component_text(s, relevance) for s, r in zip(sel, rel) if not _faint(r)]
+    faint = sum(_faint(r) for r in rel)
+    more = f"{faint} more with relevance < {SHOWN_MIN_RELEVANCE:g}" if faint else ""
+    return ", ".join(shown) + (" and " if shown and more else "") + more
 
 
 def _component_text(s: Any, relevance: list) -> str:
