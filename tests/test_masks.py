@@ -189,8 +189,9 @@ def test_frame_relevance_without_background_handling_weights_frames_separately()
 
 def test_explanation_component_masks_add_up_for_any_mask():
     W, H, theta, z, t = _background_case()
-    cfg = MaskConfig(resolution="frame", weights="soft", denominator="input", sharpen=2.0)
-    mag = torch.full((1, 4, 2), 3.0)
+    cfg = MaskConfig(resolution="frame", weights="soft", denominator="input", sharpen=2.0,
+                     floor_gate=0.5)
+    mag = torch.tensor([[[3.0, 1.0], [2.0, 3.0], [5.0, 4.0], [1.0, 2.0]]])  # (1, T, F)
     mask, w = explanation_mask(W, H, theta, z, t, cfg, mag=mag)
     e = Explanation(audio=np.zeros(8, np.float32), sample_rate=8000, mask=mask[0].numpy(),
                     relevance=np.zeros(2), selected=[0, 1], target=0, target_name="a",
