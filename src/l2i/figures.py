@@ -60,6 +60,18 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     return fileio.save_figure(fig, path, dpi=dpi)
 
 
+def mask_title(mask_config: dict[str, Any] | None) -> str:
+    """The mask panel's title: the paper's ratio mask, or the options that differ from it
+    (``{"weights": "soft", "floor_gate": 0.1}`` -> ``mask M (weights soft, floor_gate
+    0.1)``)."""
+    from l2i.config import MaskConfig, to_dict
+
+    paper = to_dict(MaskConfig())
+    changed = [f"{k}" if v is True else f"{k} {v}" for k, v in (mask_config or {}).items()
+               if k in paper and v != paper[k]]
+    return f"mask M ({', '.join(changed)})" if changed else "mask M = W_L H_L / W H"
+
+
 def explanation_figure(expl: Any, path: str | os.PathLike, title: str | None = None,
                        max_components: int = 8) -> Path:
     """Draw one explanation into ``path`` (PNG) and return the path.
@@ -86,8 +98,8 @@ def explanation_figure(expl: Any, path: str | os.PathLike, title: str | None = N
 
     plot_spectrogram(ax_in, to_db(mag, ref), ext, "input |X|", vmin=-DB_RANGE, vmax=0.0,
                      label="dB re max")
-    plot_spectrogram(ax_mask, mask, ext, "mask M = W_L H_L / W H", cmap="viridis", vmin=0.0,
-                     vmax=1.0, label="mask")
+    plot_spectrogram(ax_mask, mask, ext, mask_title(getattr(expl, "mask_config", None)),
+                     cmap="viridis", vmin=0.0, vmax=1.0, label="mask")
     plot_spectrogram(ax_ex, to_db(mag * mask, ref), ext,
                      f"explanation M·|X| ('{expl.target_name}')", vmin=-DB_RANGE, vmax=0.0,
                      label="dB re input max")
