@@ -315,6 +315,9 @@ def test_mismatched_or_missing_inputs_fail_fast(artefacts, tiny_dataset, tiny_fe
         fails("8 classes .* trained on 5", nmf=str(root / "w44.npy"),
               classifier_ckpt=str(root / "c5.ckpt"))
     fails("noise folder", noise_folder=str(root / "no_noise"))
+    with pytest.raises(L2IError, match=r"psi.maps names \['block9'\]"):
+        train_interpreter(_cfg(artefacts, tiny_dataset, out, **{"psi.maps": ["block9"]}))
+    assert not (out / "config.yaml").exists()  # refused before anything of the run is written
 
 
 # ---------------------------------------------------------------------------- subprocesses

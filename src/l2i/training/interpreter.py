@@ -658,12 +658,11 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     out = Path(cfg.output_folder)
     record, classifier, W, info, index = check_inputs(cfg)
     ckpt_path = resume_checkpoint(out, cfg.trainer, final=FINAL, config=cfg)
+    L.seed_everything(trainer_cfg.seed, workers=True, verbose=False)
+    interp = build_model(cfg, record, classifier, W, info)  # a bad psi/theta config stops here
     if _rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-
-    L.seed_everything(trainer_cfg.seed, workers=True, verbose=False)
-    interp = build_model(cfg, record, classifier, W, info)
     noisy = bool(augment.noise_folder) and augment.noise_prob > 0
     t_cache, cpu_cache = time.time(), time.process_time()
     cached_splits, arrays, cache_bytes = _load_splits(cfg, trainer_cfg, interp, index, noisy)
