@@ -75,7 +75,9 @@ def test_lmac_trains_resumes_and_is_scored(tmp_path, tiny_dataset, clf_ckpt, cap
 
     out = tmp_path / "lmac"
     assert main(_args(tiny_dataset, clf_ckpt, out, 1)) == 0  # `method: lmac` dispatches
-    assert "wrote" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "wrote" in said.out
+    assert "maps of train: 16 clips x" in said.err and "kept in memory" in said.err  # auto
     record = torch.load(out / "lmac.ckpt", weights_only=True)
     assert record["format"] == "l2i-lmac" and record["version"] == 2
     assert record["metrics"]["epochs"] == 1 and record["metrics"]["cache"] is True
@@ -102,3 +104,15 @@ def test_lmac_trains_resumes_and_is_scored(tmp_path, tiny_dataset, clf_ckpt, cap
     assert list(ev.glob("examples/*.lmac.wav"))
     with pytest.raises(L2IError, match="not an L-MAC"):
         LMACExplainer.load(clf_ckpt)
+
+
+def test_lmac_auto_cache_recomputes_maps_over_the_memory_budget(tmp_path, tiny_dataset,
+                                                                clf_ckpt, capsys):
+    from l2i.cli import main
+
+    out = tmp_path / "lmac"
+    args = _args(tiny_dataset, clf_ckpt, out, 1) + ["--trainer.cache_auto_gb", "1e-6"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "over trainer.cache_auto_gb = 1e-06: recomputed each step" in err
+    assert torch.load(out / "lmac.ckpt", weights_only=True)["metrics"]["cache"] is False

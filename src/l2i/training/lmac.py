@@ -13,8 +13,11 @@ magnitude; l2i masks the linear magnitude, like every other explainer it scores,
 explanation and its complement add up to the input.
 
 Speed: the classifier's maps and prediction on the clean inputs do not change during training,
-so (``cache_maps: true``, the default) they are computed once per clip, batched, and kept in
-memory as float16; each step then runs the decoder and the two masked classifications.
+so they are computed once per clip, batched, and kept in memory as float16; each step then runs
+the decoder and the two masked classifications. ``cache_maps: auto`` (the recipes' default)
+keeps them only while a split's maps fit in ``trainer.cache_auto_gb`` of memory (measured on
+one clip, printed) and recomputes them each step above it; ``true`` always keeps them,
+``false`` never.
 Resumable (``--trainer.resume true``: ``output_folder/checkpoints/last.ckpt``); the best epoch
 (lowest validation loss, SpeechBrain's ``min_key="loss"``) is written as the self-describing
 ``lmac.ckpt`` (:mod:`l2i.explainers.lmac`) with ``metrics.json`` and ``config.yaml``.
@@ -23,6 +26,7 @@ Resumable (``--trainer.resume true``: ``output_folder/checkpoints/last.ckpt``); 
 from __future__ import annotations
 
 import math
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -227,10 +231,29 @@ def _map_split(cfg: L2IRecipe, index: Any, split: str, classifier: Any, info: An
     arr = load_split(index, split, cfg.data, info.features.sample_rate,
                      cache_dir=out / "cache" / "audio", progress=cfg.trainer.progress)
     maps = pred = None
-    if cfg.cache_maps:
+    if _keep_maps(cfg, split, classifier, arr.wavs, info.features, decoder.map_names):
         maps, pred = cache_maps(classifier.eval(), arr.wavs, info.features, decoder.map_names,
                                 cfg.trainer.batch_size, device)
     return MapSplit(arr.wavs, arr.labels, maps, pred)
+
+
+def _keep_maps(cfg: L2IRecipe, split: str, classifier: Any, wavs: Any, features: Any,
+               names: list[str]) -> bool:
+    """``cache_maps`` true / false as given; ``auto``: whether the split's float16 maps (the
+    size of one clip's, times the clips) fit in ``trainer.cache_auto_gb`` of memory."""
+    if cfg.cache_maps != "auto":
+        return bool(cfg.cache_maps)
+    if len(wavs) == 0:
+        return True
+    first, _ = cache_maps(classifier.eval(), wavs[:1], features, names, 1, torch.device("cpu"))
+    per_clip = sum(m[0].numel() * 2 for m in first.values())  # bytes, float16
+    total = per_clip * len(wavs)
+    keep = total <= cfg.trainer.cache_auto_gb * 1e9
+    what = ("kept in memory" if keep else
+            f"over trainer.cache_auto_gb = {cfg.trainer.cache_auto_gb:g}: recomputed each step")
+    print(f"l2i train (lmac): maps of {split}: {len(wavs)} clips x {per_clip / 1e3:.1f} KB = "
+          f"{total / 1e6:.1f} MB (float16), {what}", file=sys.stderr)
+    return keep
 
 
 def train_lmac(cfg: L2IRecipe) -> str:
@@ -272,7 +295,7 @@ def train_lmac(cfg: L2IRecipe) -> str:
     metrics = {**valid, "epochs": int(trainer.current_epoch),
                "best_epoch": int(state.get("epoch", -1)), "best_checkpoint": str(best),
                "fit_seconds": round(fit_seconds, 2), "cache_seconds": round(cache_seconds, 2),
-               "seconds": round(time.time() - t0, 2), "cache": bool(cfg.cache_maps),
+               "seconds": round(time.time() - t0, 2), "cache": splits["train"].maps is not None,
                "n_train": len(splits["train"]), "n_valid": len(splits["valid"]),
                "decoder_params": sum(p.numel() for p in decoder.parameters())}
     rec = lmac_record(record, decoder.cpu(), info.features, info.class_names, cfg.lmac,
