@@ -159,11 +159,16 @@ def test_ctrl_c_exits_130_with_a_resume_hint_then_resume(tmp_path, tiny_dataset,
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     last = out / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a loaded machine (xdist, other jobs) starts slowly
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert last.exists(), "no checkpoint within 300 s"
     proc.send_signal(signal.SIGINT)
-    stderr = proc.communicate(timeout=60)[1]
+    try:
+        stderr = proc.communicate(timeout=120)[1]
+    except subprocess.TimeoutExpired:  # say what the run was doing, then fail
+        proc.kill()
+        pytest.fail("no exit 120 s after SIGINT; stderr: " + proc.communicate()[1][-2000:])
     assert proc.returncode == 130, stderr[-2000:]
     assert "Traceback" not in stderr
     hint = stderr.strip().splitlines()[-1]
