@@ -39,7 +39,7 @@ from select_masks import valid_set  # noqa: E402
 from l2i import explain as E  # noqa: E402
 from l2i import features as feats  # noqa: E402
 from l2i import metrics as M  # noqa: E402
-from l2i.config import MaskConfig  # noqa: E402
+from l2i.config import MaskConfig, to_dict  # noqa: E402
 
 NMF_ITERS = 300
 
@@ -85,6 +85,11 @@ def nmf_fit(W: torch.Tensor, V: torch.Tensor, n_iter: int = NMF_ITERS) -> torch.
     return H
 
 
+def _rel_error(R: torch.Tensor, V: torch.Tensor) -> float:
+    """``||R - V|| / ||V||`` (the reconstruction error the training logs as ``rec_rel``)."""
+    return round(float((R - V).norm() / V.norm()), 4)
+
+
 def diagnose(ckpt: str, data_folder: str, mask: dict[str, Any]) -> dict[str, Any]:
     data = valid_set(ckpt, "none", data_folder=data_folder)
     ex, truths = data["explainer"], data["truths"]
@@ -111,10 +116,9 @@ def diagnose(ckpt: str, data_folder: str, mask: dict[str, Any]) -> dict[str, Any
     recon = torch.einsum("fk,bkt->btf", W, H.clamp_min(0))
     Hf = nmf_fit(W, V)
     fit = torch.einsum("fk,bkt->btf", W, Hf)
-    rel = lambda R: round(float((R - V).norm() / V.norm()), 4)  # noqa: E731
     return {"checkpoint": ckpt, "valid_folds": data["folds"], "n_clips": len(wavs),
-            "mask": {k: v for k, v in vars(cfg).items()},
-            "rec_rel": {"psi": rel(recon), "nmf_fit": rel(fit)},
+            "mask": to_dict(cfg),
+            "rec_rel": {"psi": _rel_error(recon, V), "nmf_fit": _rel_error(fit, V)},
             "roc_auc": {"energy": aucs(mag, truths), "psi_reconstruction": aucs(recon, truths),
                         "mask": aucs(m, truths), "mask_paper": aucs(paper, truths),
                         "oracle_psi": aucs(oracle(W, H.clamp_min(0), truths), truths),

@@ -67,7 +67,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _emit import emit  # noqa: E402
-from select_train import FOLDS, RECIPES, VALID, mean_ranks  # noqa: E402
+from select_train import RECIPES, VALID, mean_ranks, selection_args, train  # noqa: E402
 
 from l2i.config import EvaluateRecipe, L2IRecipe, MaskOverrides, load_config, to_dict  # noqa: E402
 
@@ -91,23 +91,6 @@ EXTRA = {"demo": {("none", "loc_auc"): 1},
          "esc10": {("mixtures", "AI"): 1, ("mixtures", "AD"): -1, ("mixtures", "FF"): 1,
                    ("mixtures", "Fid-In"): 1, ("white_noise", "SPS"): 1}}
 REPORTED = ("AI", "AD", "FF", "Fid-In", "SPS", "mask_mean", "loc_auc", "loc_auc_baseline")
-
-
-def train(stage: str, name: str, args: argparse.Namespace) -> Path:
-    """Train (or read back, when its config matches) one candidate; returns its ``l2i.ckpt``."""
-    from l2i.training.interpreter import train_interpreter
-
-    out = Path(args.work) / name
-    cfg = load_config(L2IRecipe, ROOT / RECIPES[stage], {
-        "data_folder": args.data_folder, "classifier_ckpt": args.classifier_ckpt,
-        "nmf": args.nmf, "output_folder": str(out), "trainer.progress": False,
-        **FOLDS[stage], **EPOCHS[stage], **_resolved(CANDIDATES[name], args)})
-    ckpt = out / "l2i.ckpt"
-    if ckpt.is_file():
-        saved = to_dict(load_config(L2IRecipe, out / "config.yaml"))
-        if all(saved[k] == to_dict(cfg)[k] for k in ("loss", "psi", "trainer", "augment")):
-            return ckpt
-    return Path(train_interpreter(cfg))
 
 
 def _resolved(over: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -148,21 +131,17 @@ def score(stage: str, name: str, ckpt: Path, args: argparse.Namespace) -> dict[s
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--stage", choices=list(RECIPES), required=True)
-    for a in ("--data_folder", "--classifier_ckpt", "--nmf", "--work"):
-        ap.add_argument(a, required=True)
-    ap.add_argument("--baseline_ckpt", default=None, help="use this checkpoint as 'base'")
-    ap.add_argument("--only", default=None, help="comma-separated candidates (train/score only)")
+    selection_args(ap, list(RECIPES))
     ap.add_argument("--noise_folder", default=None, help="noise clips (candidate fid4_noise)")
-    ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     stage = args.stage
     names = args.only.split(",") if args.only else list(STAGE_CANDIDATES[stage])
     rows = {}
     for name in names:
+        over = {**EPOCHS[stage], **_resolved(CANDIDATES[name], args)}
         ckpt = Path(args.baseline_ckpt) if name == "base" and args.baseline_ckpt else \
-            train(stage, name, args)
+            train(stage, name, over, args)
         rows[name] = {"ckpt": str(ckpt), **score(stage, name, ckpt, args)}
     if args.only:
         return emit({"stage": stage, "rows": rows}, None)

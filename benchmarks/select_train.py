@@ -103,10 +103,20 @@ def train(stage: str, name: str, over: dict, args: argparse.Namespace) -> Path:
     ckpt = out / "l2i.ckpt"
     if ckpt.is_file():
         saved = load_config(L2IRecipe, out / "config.yaml")
-        same = all(to_dict(saved)[k] == to_dict(cfg)[k] for k in ("loss", "psi"))
+        same = all(to_dict(saved)[k] == to_dict(cfg)[k] for k in ("loss", "psi", "augment"))
         if same and saved.trainer.epochs == cfg.trainer.epochs:
             return ckpt
     return Path(train_interpreter(cfg))
+
+
+def selection_args(ap: argparse.ArgumentParser, stages: list[str]) -> None:
+    """The arguments every training-selection script takes (this one, select_psi.py)."""
+    ap.add_argument("--stage", choices=stages, required=True)
+    for a in ("--data_folder", "--classifier_ckpt", "--nmf", "--work"):
+        ap.add_argument(a, required=True)
+    ap.add_argument("--baseline_ckpt", default=None, help="use this checkpoint as 'base'")
+    ap.add_argument("--only", default=None, help="comma-separated candidate names")
+    ap.add_argument("--out", default=None)
 
 
 def score(stage: str, name: str, ckpt: Path, args: argparse.Namespace) -> dict[str, float]:
@@ -148,14 +158,7 @@ def mean_ranks(rows: dict[str, dict], metrics: dict[str, int]) -> dict[str, floa
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--stage", choices=list(CANDIDATES), required=True)
-    ap.add_argument("--data_folder", required=True)
-    ap.add_argument("--classifier_ckpt", required=True)
-    ap.add_argument("--nmf", required=True)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--baseline_ckpt", default=None, help="use this checkpoint as 'base'")
-    ap.add_argument("--only", default=None, help="comma-separated candidate names")
-    ap.add_argument("--out", default=None)
+    selection_args(ap, list(CANDIDATES))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     stage = args.stage
