@@ -23,11 +23,13 @@ from l2i.explain import (
     Explainer,
     Explanation,
     checkpoint_mask_config,
+    classifier_bands,
     explanation_mask,
     floor_gate,
     foreground,
     frame_relevance,
     peakiness,
+    prune_mask,
     ratio_mask,
     relevance,
     relevance_weights,
@@ -135,8 +137,105 @@ def test_floor_gate_multiplies_the_mask_last_and_needs_the_input():
         explanation_mask(W, H, theta, z, t, MaskConfig(floor_gate=0.5), relevance_th=0.2)
 
 
+def test_prune_without_bands_drops_bins_the_log1p_input_hardly_registers():
+    # every bin its own band: dropped when log1p(M |X|) <= tolerance, i.e. M |X| <= e^tol - 1
+    mask = torch.tensor([[[1.0, 1.0, 0.5, 0.2]]])  # (B, T, F)
+    mag = torch.tensor([[[0.05, 2.0, 0.2, 1.0]]])  # M |X| = 0.05, 2, 0.1, 0.2
+    got = prune_mask(mask, mag, 0.1)  # e^0.1 - 1 = 0.105
+    assert torch.equal(got, torch.tensor([[[0.0, 1.0, 0.0, 0.2]]]))
+    assert torch.equal(prune_mask(mask, mag, 0.0), mask)  # 0 = off
+
+
+def test_prune_drops_the_faintest_bins_of_each_band_within_its_budget():
+    # bins 0-2 form band 0, bin 3 band 1; tolerance ln 1.1: a band may lose (1 + u)(1 - 1/1.1)
+    bands = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # (F, n_bands)
+    mask = torch.ones(1, 1, 4)
+    mag = torch.tensor([[[0.2, 0.1, 5.0, 0.3]]])
+    got = prune_mask(mask, mag, math.log(1.1), bands)
+    # band 0: u = 5.3, budget 0.573: drops 0.1 and 0.2 (sum 0.3), not 5; band 1: budget
+    # 1.3 * 0.0909 = 0.118 < 0.3, kept
+    assert got.tolist() == [[[0.0, 0.0, 1.0, 1.0]]]
+    moved = torch.log1p(mag @ bands) - torch.log1p((got * mag) @ bands)
+    assert moved[0, 0, 0] == pytest.approx(math.log(6.3 / 6.0), abs=1e-6)
+
+
+def test_prune_restores_bins_of_an_overlapping_band_that_would_move_too_far():
+    # bin 1 is half in band 0 (its own: the first of two equal weights) and half in band 1
+    bands = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    mask = torch.ones(1, 1, 3)
+    mag = torch.tensor([[[10.0, 1.0, 0.0]]])
+    # band 0 alone would drop bin 1 (0.5 <= 11.5 * (1 - e^-0.1) = 1.09), but band 1 then loses
+    # all of its input: log1p(0.5) = 0.41 > 0.1, so every bin of band 1 comes back
+    got = prune_mask(mask, mag, 0.1, bands)
+    assert got.tolist() == [[[1.0, 1.0, 1.0]]]
+    # without band 1 the same bin is dropped
+    assert prune_mask(mask, mag, 0.1, bands[:, :1]).tolist() == [[[1.0, 0.0, 0.0]]]
+
+
+def test_prune_bounds_every_feature_change_on_random_spectrograms():
+    from l2i import features as feats
+    from l2i.config import FeaturesConfig
+
+    fb = feats.mel_filterbank(FeaturesConfig(sample_rate=8000, n_fft=256, n_mels=32))
+    gen = torch.Generator().manual_seed(0)
+    mag = torch.rand(3, 20, 129, generator=gen) ** 4 * 30
+    mask = torch.rand(3, 20, 129, generator=gen)
+    dropped = []
+    for tol in (0.02, 0.2, 1.0):
+        got = prune_mask(mask, mag, tol, fb)
+        dropped.append(float((got == 0).float().mean()))
+        moved = torch.log1p((mask * mag) @ fb) - torch.log1p((got * mag) @ fb)  # (B, T, mels)
+        assert moved.min() >= -1e-6 and moved.max() <= tol * (1 + 1e-4)
+        assert torch.all((got == mask) | (got == 0))  # each bin kept as it was, or dropped
+        assert (got == 0).float().mean() > (mask == 0).float().mean()  # it did drop some
+    assert dropped[0] < dropped[1] < dropped[2]  # a larger tolerance drops more
+    with pytest.raises(ValueError, match="prune tolerance"):
+        prune_mask(mask, mag, -0.1, fb)
+
+
+def test_prune_is_applied_last_and_needs_the_input():
+    W, H, theta, z, t = _background_case()
+    mag = torch.tensor([[[1.0, 0.0], [1.0, 0.05], [1.0, 4.0], [3.0, 0.0]]])  # (1, T, F)
+    cfg = MaskConfig(rescale=True, floor_gate=0.5)
+    plain, _ = explanation_mask(W, H, theta, z, t, cfg, relevance_th=0.2, mag=mag)
+    pruned, _ = explanation_mask(W, H, theta, z, t, MaskConfig(rescale=True, floor_gate=0.5,
+                                                               prune=0.5),
+                                 relevance_th=0.2, mag=mag)
+    assert torch.equal(pruned, prune_mask(plain, mag, 0.5))  # M |X| <= e^0.5 - 1 = 0.65 -> 0
+    assert (pruned == 0).sum() > (plain == 0).sum()
+    with pytest.raises(ValueError, match="prune needs mag"):
+        explanation_mask(W, H, theta, z, t, MaskConfig(prune=0.1), relevance_th=0.2)
+
+
+def test_prune_uses_the_classifiers_own_filterbank():
+    from conftest import random_interpreter
+
+    from l2i import features as feats
+    from l2i.config import FeaturesConfig
+
+    fcfg = FeaturesConfig(sample_rate=8000, n_fft=256, n_mels=32)
+    interp = random_interpreter(fcfg, ["dog", "rain", "siren"], 6)
+    assert classifier_bands(interp.classifier, fcfg) is interp.classifier.frontend.fb
+    assert classifier_bands(SimpleNamespace(frontend=SimpleNamespace(kind="log1p_mag")),
+                            fcfg) is None
+    # a classifier given as code has no known frontend: L2I's mel bands
+    assert torch.equal(classifier_bands(torch.nn.Linear(2, 2), fcfg), feats.mel_filterbank(fcfg))
+    t = np.arange(8000) / 8000
+    x = (0.5 * np.sin(2 * np.pi * 440 * t)
+         + 0.05 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32)
+    soft = Explainer(interp, mask=MaskConfig(rescale=True)).explain(x, 8000)[0]
+    ex = Explainer(interp, mask=MaskConfig(rescale=True, prune=0.05))
+    pruned = ex.explain(x, 8000)[0]
+    want = prune_mask(torch.from_numpy(soft.mask)[None],
+                      torch.from_numpy(soft.input_magnitude)[None], 0.05,
+                      interp.classifier.frontend.fb)[0]
+    assert np.array_equal(pruned.mask, want.numpy())
+    total = sum(pruned.component_mask(k) for k in pruned.selected)
+    assert np.allclose(total, pruned.mask, atol=1e-5)  # the components still add up
+
+
 def test_mask_values_out_of_range_are_config_errors():
-    for bad in (["--mask.floor_gate", "1.5"], ["--mask.sharpen", "0"],
+    for bad in (["--mask.floor_gate", "1.5"], ["--mask.sharpen", "0"], ["--mask.prune", "-1"],
                 ["--mask.binarize", "-0.1"], ["--mask.power", "-1"]):
         with pytest.raises(ConfigError, match=bad[0][2:]):
             load_config(L2IRecipe, None, bad)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
 import os
 import types
 import typing
@@ -261,6 +262,10 @@ class MaskConfig:
     # magnitude over the clip's frames at frequency f (its noise floor): bins near or below
     # the floor are attenuated, loud ones kept (0 = off)
     floor_gate: float = 0.0
+    # > 0: last, zero the faintest bins of M|X| while the classifier's log1p filterbank input
+    # moves by at most this much (log1p units) in every frame and band
+    # (l2i.explain.prune_mask; 0 = off)
+    prune: float = 0.0
 
     def __post_init__(self) -> None:
         bad = [f"mask.{k} = {v} ({rule})" for k, v, ok, rule in (
@@ -268,7 +273,9 @@ class MaskConfig:
             ("sharpen", self.sharpen, self.sharpen > 0, "must be > 0"),
             ("binarize", self.binarize, 0 <= self.binarize < 1, "must be in [0, 1)"),
             ("floor_gate", self.floor_gate, 0 <= self.floor_gate < 1,
-             "a quantile in (0, 1), or 0 = off")) if not ok]
+             "a quantile in (0, 1), or 0 = off"),
+            ("prune", self.prune, 0 <= self.prune < math.inf, "must be a number >= 0, 0 = off"),
+        ) if not ok]
         if bad:
             raise ConfigError("; ".join(bad))
 
