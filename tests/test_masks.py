@@ -159,17 +159,31 @@ def test_prune_drops_the_faintest_bins_of_each_band_within_its_budget():
     assert moved[0, 0, 0] == pytest.approx(math.log(6.3 / 6.0), abs=1e-6)
 
 
-def test_prune_restores_bins_of_an_overlapping_band_that_would_move_too_far():
-    # bin 1 is half in band 0 (its own: the first of two equal weights) and half in band 1
+def test_prune_keeps_each_neighbouring_band_within_its_share():
+    # bin 1 is half in band 0 (its own: the first of two equal weights) and half in band 1;
+    # band 0's bins may take from band 1 a quarter of band 1's budget
     bands = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
     mask = torch.ones(1, 1, 3)
     mag = torch.tensor([[[10.0, 1.0, 0.0]]])
-    # band 0 alone would drop bin 1 (0.5 <= 11.5 * (1 - e^-0.1) = 1.09), but band 1 then loses
-    # all of its input: log1p(0.5) = 0.41 > 0.1, so every bin of band 1 comes back
+    # band 0 (u = 10.5, fed by nobody else: its whole budget 1.09) could drop bin 1 (0.5), but
+    # bin 1 feeds band 1, whose u = 0.5 allows 1.5 * (1 - e^-0.1) / 4 = 0.036
     got = prune_mask(mask, mag, 0.1, bands)
-    assert got.tolist() == [[[1.0, 1.0, 1.0]]]
-    # without band 1 the same bin is dropped
-    assert prune_mask(mask, mag, 0.1, bands[:, :1]).tolist() == [[[1.0, 0.0, 0.0]]]
+    assert torch.equal(got, torch.tensor([[[1.0, 1.0, 0.0]]]))  # bin 2: |X| = 0, dropped
+    # without band 1 the same bin is dropped (and bin 2, with no weight, is invisible)
+    assert torch.equal(prune_mask(mask, mag, 0.1, bands[:, :1]), torch.tensor([[[1.0, 0.0, 0.0]]]))
+
+
+def test_prune_restores_a_band_fed_from_further_away():
+    # bin 1 belongs to band 0 and also feeds band 2, two bands away: the shares do not see it
+    bands = torch.tensor([[1.0, 0.0, 0.0], [0.6, 0.0, 0.4], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    mask = torch.ones(1, 1, 4)
+    mag = torch.tensor([[[10.0, 0.5, 5.0, 0.0]]])
+    # band 0 drops bin 1 (0.3 <= 11.6 (1 - e^-0.1) = 1.10); band 2 then loses all of its input
+    # (log1p(0.2) = 0.18 > 0.1), so the second pass brings back every bin of band 2
+    got = prune_mask(mask, mag, 0.1, bands)
+    assert torch.equal(got, torch.ones(1, 1, 4))
+    moved = torch.log1p(mag @ bands) - torch.log1p((got * mag) @ bands)
+    assert moved.abs().max() <= 0.1
 
 
 def test_prune_bounds_every_feature_change_on_random_spectrograms():

@@ -242,13 +242,17 @@ def prune_mask(mask: Tensor, mag: Tensor, tolerance: float,
     """Zero the faintest bins of the explanation that the classifier's input hardly registers.
 
     The classifier reads ``log1p(M|X| @ bands)`` (:class:`l2i.features.Frontend`; ``bands
-    (F, n_bands)`` its filterbank, None = every bin its own band, ``log1p_mag``). Each bin
-    belongs to the band where its filter weight is largest; in each (frame, band), bins are
-    dropped in increasing order of their contribution to that band while the band's dropped
-    input stays within ``(1 + u)(1 - exp(-tolerance))``, ``u`` its input under ``M``, i.e. its
-    feature moves by at most ``tolerance``. Filters overlap, so a second pass restores every
-    bin of a band whose feature still moved by more (restoring only brings features back).
-    Bins with no filter weight are invisible to the classifier and always dropped.
+    (F, n_bands)`` its filterbank, None = every bin its own band, ``log1p_mag``). A band whose
+    input ``u`` loses at most ``D = (1 + u)(1 - exp(-tolerance))`` moves its feature by at most
+    ``tolerance``. Each bin belongs to the band where its weight is largest and may also feed
+    the two neighbouring bands (triangular filters), never more than its own. ``D`` is shared
+    out in advance: a quarter for each neighbour whose bins feed the band, the rest for the
+    band's own bins. In each (frame, band) the band's own bins are dropped in increasing order
+    of their contribution while the dropped sum stays within the band's own share and within
+    a quarter of the budget of each neighbour they feed, so no band loses more than its
+    ``D``. A filterbank whose bins feed bands further away gets a second pass that restores
+    every bin of a band that still moved by more (restoring only brings features back). Bins
+    with no filter weight are invisible to the classifier and always dropped.
 
     On return, in every (clip, frame, band), ``|log1p(M'|X| @ bands) - log1p(M|X| @ bands)|
     <= tolerance`` (within float rounding), and ``M'`` is ``M`` or 0 in each bin.
@@ -268,28 +272,45 @@ def prune_mask(mask: Tensor, mag: Tensor, tolerance: float,
     if bands is None:  # one bin per band: log1p(x) <= tolerance
         return mask * (x > math.expm1(tolerance))
     bands = bands.to(x.device, x.dtype)
+    n_bins, n_bands = bands.shape
     own, part = bands.max(dim=1)  # (F,) each: the bin's largest weight and its band
+    near = torch.arange(n_bands, device=x.device)
+    below, above = (near - 1).clamp_min(0), (near + 1).clamp_max(n_bands - 1)  # (n_bands,)
+    feeds = bands > 0  # (F, n_bands)
+    pad = torch.nn.functional.pad
+    up = (feeds[:, 1:] & (part[:, None] == near[None, :-1])).any(0)  # band b's bins feed b + 1
+    down = (feeds[:, :-1] & (part[:, None] == near[None, 1:])).any(0)  # band b + 1's feed b
+    feeds_up, feeds_down = pad(up, (0, 1)), pad(down, (1, 0))  # (n_bands,) of band b's bins
+    # a band's share of its own budget: 1 - 1/4 per neighbour whose bins feed it
+    share = 1.0 - 0.25 * (pad(up, (1, 0)).to(x.dtype) + pad(down, (0, 1)).to(x.dtype))
     u = x @ bands  # (B, T, n_bands)
     budget = (1.0 + u) * -math.expm1(-tolerance)  # (B, T, n_bands)
+    # what a band's own bins may drop: its share of its own budget, and a quarter of the
+    # budget of each neighbour they feed (a bin feeds a neighbour at most as much as its own)
+    inf = torch.full_like(budget, math.inf)
+    allowed = torch.minimum(
+        budget * share, 0.25 * torch.minimum(torch.where(feeds_down, budget[..., below], inf),
+                                             torch.where(feeds_up, budget[..., above], inf)))
     c = x * own  # (B, T, F) each bin's input to its own band
     # bins ordered by (band, contribution), one sort of the key band + c / (just above the
     # frame's max c) in [band, band + 1). float32 ties contributions under ~1e-5 of the
-    # frame's largest; the order among those may be off, the bound is not (the drop set is
-    # checked against the real sums, then repaired)
+    # frame's largest; the order among those may be off, the bound is not (every prefix is
+    # checked against the real sums)
     peak = c.amax(dim=-1, keepdim=True).clamp_min(MASK_EPS) * (1 + 1e-3)  # (B, T, 1)
     order = _argsort_last(part.to(c.dtype) + c / peak)  # (B, T, F) bin at each position
     band_at, _ = part.sort()  # (F,) the band of each sorted position (static)
-    counts = torch.bincount(part, minlength=bands.shape[1])  # (n_bands,)
-    start_at = (counts.cumsum(0) - counts).index_select(0, band_at)  # (F,) its band's start
-    cum = torch.nn.functional.pad(c.gather(-1, order).cumsum(-1), (1, 0))  # (B, T, F + 1)
-    within = cum[..., 1:] - cum.index_select(-1, start_at)  # (B, T, F) cumsum in the band
-    keep_sorted = within > budget.index_select(-1, band_at)  # (B, T, F)
-    keep = torch.empty_like(keep_sorted).scatter_(-1, order, keep_sorted) & (own > 0)
+    counts = torch.bincount(part, minlength=n_bands)  # (n_bands,)
+    cum = c.gather(-1, order).cumsum(-1)  # (B, T, F) running sum over the sorted bins
+    before = torch.nn.functional.pad(cum, (1, 0))[..., counts.cumsum(0) - counts]  # (B,T,nb)
+    keep_sorted = cum > (before + allowed).index_select(-1, band_at)  # (B, T, F)
+    keep = torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted) & (own > 0)
     pruned = mask * keep
-    moved = torch.log1p(u) - torch.log1p((pruned * mag) @ bands)  # (B, T, n_bands)
-    over = moved > tolerance * (1 + 1e-5) + 1e-7
-    if bool(over.any()):
-        restore = (over.to(x.dtype) @ (bands.T > 0).to(x.dtype)) > 0  # (B, T, F)
+    if bool((feeds & ((part[:, None] - near[None]).abs() > 1)).any()):
+        # a filterbank wider than neighbouring triangles: restore every bin of a band that
+        # still moved too far (restoring only brings features back)
+        moved = torch.log1p(u) - torch.log1p((pruned * mag) @ bands)  # (B, T, n_bands)
+        over = moved > tolerance * (1 + 1e-5) + 1e-7
+        restore = (over.to(x.dtype) @ feeds.T.to(x.dtype)) > 0  # (B, T, F)
         pruned = torch.where(restore, mask, pruned)
     return pruned
 
