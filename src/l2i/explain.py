@@ -272,25 +272,11 @@ def prune_mask(mask: Tensor, mag: Tensor, tolerance: float,
     if bands is None:  # one bin per band: log1p(x) <= tolerance
         return mask * (x > math.expm1(tolerance))
     bands = bands.to(x.device, x.dtype)
-    n_bins, n_bands = bands.shape
+    n_bands = bands.shape[1]
     own, part = bands.max(dim=1)  # (F,) each: the bin's largest weight and its band
-    near = torch.arange(n_bands, device=x.device)
-    below, above = (near - 1).clamp_min(0), (near + 1).clamp_max(n_bands - 1)  # (n_bands,)
-    feeds = bands > 0  # (F, n_bands)
-    pad = torch.nn.functional.pad
-    up = (feeds[:, 1:] & (part[:, None] == near[None, :-1])).any(0)  # band b's bins feed b + 1
-    down = (feeds[:, :-1] & (part[:, None] == near[None, 1:])).any(0)  # band b + 1's feed b
-    feeds_up, feeds_down = pad(up, (0, 1)), pad(down, (1, 0))  # (n_bands,) of band b's bins
-    # a band's share of its own budget: 1 - 1/4 per neighbour whose bins feed it
-    share = 1.0 - 0.25 * (pad(up, (1, 0)).to(x.dtype) + pad(down, (0, 1)).to(x.dtype))
     u = x @ bands  # (B, T, n_bands)
     budget = (1.0 + u) * -math.expm1(-tolerance)  # (B, T, n_bands)
-    # what a band's own bins may drop: its share of its own budget, and a quarter of the
-    # budget of each neighbour they feed (a bin feeds a neighbour at most as much as its own)
-    inf = torch.full_like(budget, math.inf)
-    allowed = torch.minimum(
-        budget * share, 0.25 * torch.minimum(torch.where(feeds_down, budget[..., below], inf),
-                                             torch.where(feeds_up, budget[..., above], inf)))
+    allowed = _allowed_drop(budget, bands, part)  # (B, T, n_bands)
     c = x * own  # (B, T, F) each bin's input to its own band
     # bins ordered by (band, contribution), one sort of the key band + c / (just above the
     # frame's max c) in [band, band + 1). float32 ties contributions under ~1e-5 of the
@@ -304,15 +290,42 @@ def prune_mask(mask: Tensor, mag: Tensor, tolerance: float,
     before = torch.nn.functional.pad(cum, (1, 0))[..., counts.cumsum(0) - counts]  # (B,T,nb)
     keep_sorted = cum > (before + allowed).index_select(-1, band_at)  # (B, T, F)
     keep = torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted) & (own > 0)
-    pruned = mask * keep
-    if bool((feeds & ((part[:, None] - near[None]).abs() > 1)).any()):
-        # a filterbank wider than neighbouring triangles: restore every bin of a band that
-        # still moved too far (restoring only brings features back)
-        moved = torch.log1p(u) - torch.log1p((pruned * mag) @ bands)  # (B, T, n_bands)
-        over = moved > tolerance * (1 + 1e-5) + 1e-7
-        restore = (over.to(x.dtype) @ feeds.T.to(x.dtype)) > 0  # (B, T, F)
-        pruned = torch.where(restore, mask, pruned)
-    return pruned
+    return _restore_far_bands(mask * keep, mask, mag, u, bands, part, tolerance)
+
+
+def _restore_far_bands(pruned: Tensor, mask: Tensor, mag: Tensor, u: Tensor, bands: Tensor,
+                       part: Tensor, tolerance: float) -> Tensor:
+    """:func:`prune_mask`'s second pass, for a filterbank whose bins feed bands beyond their
+    neighbours: every bin of a band whose ``log1p`` input still moved by more than
+    ``tolerance`` gets its mask value back (restoring only brings features back). ``u (B, T,
+    n_bands)``: the bands' inputs under ``mask``; others as in :func:`prune_mask`."""
+    feeds = bands > 0  # (F, n_bands)
+    near = torch.arange(bands.shape[1], device=bands.device)
+    if not bool((feeds & ((part[:, None] - near[None]).abs() > 1)).any()):
+        return pruned  # neighbouring triangles: the shares already bound every band
+    moved = torch.log1p(u) - torch.log1p((pruned * mag) @ bands)  # (B, T, n_bands)
+    over = moved > tolerance * (1 + 1e-5) + 1e-7
+    restore = (over.to(mask.dtype) @ feeds.T.to(mask.dtype)) > 0  # (B, T, F)
+    return torch.where(restore, mask, pruned)
+
+
+def _allowed_drop(budget: Tensor, bands: Tensor, part: Tensor) -> Tensor:
+    """What each band's own bins may drop, ``(B, T, n_bands)``, from the bands' budgets
+    ``(B, T, n_bands)`` (:func:`prune_mask`): the band's share of its own budget (1 - 1/4 per
+    neighbour whose bins feed it) and a quarter of the budget of each neighbour its bins
+    feed (a bin feeds a neighbour at most as much as its own band). ``part (F,)``: each bin's
+    band."""
+    n_bands = bands.shape[1]
+    near = torch.arange(n_bands, device=budget.device)
+    feeds = bands > 0  # (F, n_bands)
+    pad = torch.nn.functional.pad
+    up = (feeds[:, 1:] & (part[:, None] == near[None, :-1])).any(0)  # band b's bins feed b + 1
+    down = (feeds[:, :-1] & (part[:, None] == near[None, 1:])).any(0)  # band b + 1's feed b
+    share = 1.0 - 0.25 * (pad(up, (1, 0)).to(budget.dtype) + pad(down, (0, 1)).to(budget.dtype))
+    inf = torch.full_like(budget, math.inf)
+    below = torch.where(pad(down, (1, 0)), budget[..., (near - 1).clamp_min(0)], inf)
+    above = torch.where(pad(up, (0, 1)), budget[..., (near + 1).clamp_max(n_bands - 1)], inf)
+    return torch.minimum(budget * share, 0.25 * torch.minimum(below, above))
 
 
 def _argsort_last(key: Tensor) -> Tensor:
