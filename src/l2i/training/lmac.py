@@ -261,8 +261,13 @@ def train_lmac(cfg: L2IRecipe) -> str:
 
     Returns the path of ``lmac.ckpt``.
     """
-    from l2i.training.common import best_checkpoint_path, build_trainer, resume_checkpoint
-    from l2i.training.interpreter import _load_lightning_ckpt, make_loader
+    from l2i.training.common import (
+        best_checkpoint_path,
+        build_trainer,
+        clip_loader,
+        resume_checkpoint,
+    )
+    from l2i.training.interpreter import _load_lightning_ckpt
 
     t0 = time.time()
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
@@ -281,17 +286,21 @@ def train_lmac(cfg: L2IRecipe) -> str:
     cache_seconds = time.time() - t_cache
     steps = math.ceil(len(splits["train"]) / bs)
     module = LMACModule(classifier, decoder, info.features, cfg.lmac, cfg.trainer, steps)
-    trainer = build_trainer(cfg.trainer, out, monitor=MONITOR, mode="min")
-    nw = cfg.trainer.num_workers
+    trainer = build_trainer(cfg.trainer, out, monitor=MONITOR, mode="min",
+                            distributed_sampler=False)
+    nw, seed, buffer = cfg.trainer.num_workers, cfg.trainer.seed, cfg.data.shuffle_buffer
     t_fit = time.time()
-    trainer.fit(module, make_loader(splits["train"], bs, True, nw),
-                make_loader(splits["valid"], bs, False, nw), ckpt_path=ckpt_path)
+    # clip_loader: the same (seed, epoch) order as l2i train's, shard-ordered when the clips
+    # sit in shards (data.shuffle_buffer), split between DDP ranks by the sampler itself
+    trainer.fit(module, clip_loader(splits["train"], bs, True, seed, nw, buffer=buffer),
+                clip_loader(splits["valid"], bs, False, seed, nw), ckpt_path=ckpt_path)
     fit_seconds = time.time() - t_fit
     best = best_checkpoint_path(trainer) or str(out / "checkpoints" / "last.ckpt")
     state = _load_lightning_ckpt(best)
     module.load_state_dict(state["state_dict"])
     valid = {k: float(v) for k, v in trainer.validate(
-        module, make_loader(splits["valid"], bs, False, 0), verbose=False)[0].items()}
+        module, clip_loader(splits["valid"], bs, False, seed, 0, rank=0, world_size=1),
+        verbose=False)[0].items()}
     metrics = {**valid, "epochs": int(trainer.current_epoch),
                "best_epoch": int(state.get("epoch", -1)), "best_checkpoint": str(best),
                "fit_seconds": round(fit_seconds, 2), "cache_seconds": round(cache_seconds, 2),
