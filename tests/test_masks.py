@@ -203,6 +203,10 @@ def test_prune_bounds_every_feature_change_on_random_spectrograms():
         assert torch.all((got == mask) | (got == 0))  # each bin kept as it was, or dropped
         assert (got == 0).float().mean() > (mask == 0).float().mean()  # it did drop some
     assert dropped[0] < dropped[1] < dropped[2]  # a larger tolerance drops more
+    # a half-precision mask (mixed precision) is pruned like the float32 one, in its dtype
+    half = prune_mask(mask.half(), mag, 0.2, fb)
+    assert half.dtype == torch.float16
+    assert torch.equal(half == 0, prune_mask(mask.half().float(), mag, 0.2, fb) == 0)
     with pytest.raises(ValueError, match="prune tolerance"):
         prune_mask(mask, mag, -0.1, fb)
 

@@ -267,8 +267,9 @@ def prune_mask(mask: Tensor, mag: Tensor, tolerance: float,
         raise ValueError(f"prune tolerance must be a finite number >= 0, got {tolerance}")
     if tolerance == 0:
         return mask
-    mag = mag.to(mask.dtype).clamp_min(0.0)
-    x = mask * mag  # (B, T, F)
+    work = torch.float32 if mask.dtype in (torch.float16, torch.bfloat16) else mask.dtype
+    mag = mag.to(work).clamp_min(0.0)
+    x = mask.to(work) * mag  # (B, T, F), half precision widened: the sort key needs 1e-5
     if bands is None:  # one bin per band: log1p(x) <= tolerance
         return mask * (x > math.expm1(tolerance))
     bands = bands.to(x.device, x.dtype)
@@ -290,7 +291,7 @@ def prune_mask(mask: Tensor, mag: Tensor, tolerance: float,
     before = torch.nn.functional.pad(cum, (1, 0))[..., counts.cumsum(0) - counts]  # (B,T,nb)
     keep_sorted = cum > (before + allowed).index_select(-1, band_at)  # (B, T, F)
     keep = torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted) & (own > 0)
-    return _restore_far_bands(mask * keep, mask, mag, u, bands, part, tolerance)
+    return _restore_far_bands(mask * keep, mask, mag, u, bands, part, tolerance)  # (B, T, F)
 
 
 def _restore_far_bands(pruned: Tensor, mask: Tensor, mag: Tensor, u: Tensor, bands: Tensor,
@@ -303,9 +304,9 @@ def _restore_far_bands(pruned: Tensor, mask: Tensor, mag: Tensor, u: Tensor, ban
     near = torch.arange(bands.shape[1], device=bands.device)
     if not bool((feeds & ((part[:, None] - near[None]).abs() > 1)).any()):
         return pruned  # neighbouring triangles: the shares already bound every band
-    moved = torch.log1p(u) - torch.log1p((pruned * mag) @ bands)  # (B, T, n_bands)
+    moved = torch.log1p(u) - torch.log1p((pruned.to(u.dtype) * mag) @ bands)  # (B, T, bands)
     over = moved > tolerance * (1 + 1e-5) + 1e-7
-    restore = (over.to(mask.dtype) @ feeds.T.to(mask.dtype)) > 0  # (B, T, F)
+    restore = (over.to(u.dtype) @ feeds.T.to(u.dtype)) > 0  # (B, T, F)
     return torch.where(restore, mask, pruned)
 
 
