@@ -64,9 +64,10 @@ def run_row(name: str, folder: str) -> dict[str, Any]:
 
 
 def mean_row(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The candidate's means, unrounded (the rule compares these; the table rounds them)."""
     keys = [k for k in rows[0] if k not in ("candidate", "run")]
     return {"candidate": name, "run": f"mean of {len(rows)}",
-            **{k: round(statistics.mean(r[k] for r in rows), 4) for k in keys}}
+            **{k: statistics.mean(r[k] for r in rows) for k in keys}}
 
 
 def decide(means: dict[str, dict[str, Any]], base: str) -> dict[str, Any]:
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, folders in groups.items():
         runs = [run_row(name, f) for f in folders]
         means[name] = mean_row(name, runs)
-        rows += runs + [means[name]]
+        rows += runs + [{k: round(v, 4) if isinstance(v, float) else v
+                         for k, v in means[name].items()}]
     command = "python benchmarks/select_fid_seeds.py " + shlex.join(argv or sys.argv[1:])
     result = {"command": command,
               "machine": "2-core CPU (validation metrics; no timing)", "rule": "the docstring",
