@@ -32,36 +32,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _emit import emit  # noqa: E402
+from select_masks import valid_set  # noqa: E402
 
 from l2i.metrics import sparseness  # noqa: E402
-
-
-def load_fold(ex: Any, fold: int, data_folder: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """The clips ``(N, S)`` and labels ``(N,)`` (the explainer's class indices) of one fold."""
-    from l2i.config import EvaluateRecipe
-    from l2i.data import load_dataset, load_split
-    from l2i.evaluation import _test_data_config, with_checkpoint_defaults
-
-    recipe = dict(ex.interpreter.recipe or {})
-    cfg = with_checkpoint_defaults(EvaluateRecipe(ckpt="x", test_folds=[fold],
-                                                  data_folder=data_folder), recipe)
-    data_cfg = _test_data_config(cfg)
-    index = load_dataset(cfg.data_folder, data_cfg, sample_rate=ex.sample_rate,
-                         splits=("test",), known_classes=ex.class_names)
-    split = load_split(index, "test", data_cfg, ex.sample_rate, None)
-    names = list(index.class_names)
-    labels = np.asarray([ex.class_names.index(names[i]) for i in split.labels], dtype=np.int64)
-    return np.asarray(split.wavs, dtype=np.float32), labels
 
 
 def noisy_and_noise(clean: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The white-noise mix of :func:`l2i.contamination.contaminate` and its noise part."""
     from l2i.contamination import contaminate
+    from l2i.noise import white_noise_like
 
     noisy, _ = contaminate(clean, np.zeros(len(clean), np.int64), "white_noise", seed)
     c = torch.from_numpy(clean)
-    gen = torch.Generator().manual_seed(int(seed))
-    n = torch.randn(c.shape, generator=gen, dtype=torch.float32)  # the same draw
+    n = white_noise_like(c, torch.Generator().manual_seed(int(seed)))  # the same draw
     gain = torch.sqrt(c.pow(2).sum(-1) / n.pow(2).sum(-1).clamp_min(1e-20))  # 0 dB
     mix = c + gain[:, None] * n  # (N, S)
     peak = mix.abs().amax(dim=-1, keepdim=True) + 1e-12
@@ -69,8 +52,9 @@ def noisy_and_noise(clean: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.nd
     return noisy, (gain[:, None] * n / peak).numpy()
 
 
-def fold_report(ex: Any, fold: int, data_folder: str) -> dict[str, Any]:
-    clean, labels = load_fold(ex, fold, data_folder)
+def fold_report(ckpt: str, fold: int, data_folder: str) -> dict[str, Any]:
+    data = valid_set(ckpt, "none", data_folder=data_folder, folds=[fold])
+    ex, clean, labels = data["explainer"], data["wavs"], data["labels"]
     noisy, noise = noisy_and_noise(clean)
     sr, names = ex.sample_rate, ex.class_names
     out: dict[str, Any] = {"fold": fold, "clips": int(len(labels))}
@@ -111,8 +95,6 @@ def as_row(name: str, rep: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from l2i.explain import Explainer
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("ckpts", nargs="+", help="NAME=l2i.ckpt")
     ap.add_argument("--folds", type=int, action="append", default=[])
@@ -125,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": "2-core CPU (diagnosis; no timing)", "checkpoints": {}, "rows": []}
     for spec in args.ckpts:
         name, _, ckpt = spec.rpartition("=")
-        ex = Explainer.load(ckpt)
-        reps = [fold_report(ex, f, args.data_folder) for f in args.folds or [3]]
+        reps = [fold_report(ckpt, f, args.data_folder) for f in args.folds or [3]]
         result["checkpoints"][name or ckpt] = {"checkpoint": ckpt, "folds": reps}
         result["rows"] += [as_row(name or ckpt, r) for r in reps]
     return emit(result, args.out)

@@ -106,10 +106,11 @@ def step3_candidates(base: MaskConfig) -> dict[str, MaskConfig]:
 LIMIT = 0  # --limit: first N validation clips only (a smoke test of the script; 0 = all)
 
 
-def valid_set(ckpt: str, contamination: str, seed: int = 0,
-              data_folder: str = "") -> dict[str, Any]:
+def valid_set(ckpt: str, contamination: str, seed: int = 0, data_folder: str = "",
+              folds: list[int] | None = None) -> dict[str, Any]:
     """The checkpoint's validation fold as ``l2i evaluate --test_folds VALID`` loads it
-    (``data_folder``: where the data now is, if not where the checkpoint was trained)."""
+    (``data_folder``: where the data now is, if not where the checkpoint was trained;
+    ``folds``: other folds than the checkpoint's validation folds)."""
     from l2i.contamination import contaminate
     from l2i.data import load_dataset, load_split
     from l2i.evaluation import _test_data_config, _truth_masks, with_checkpoint_defaults
@@ -117,7 +118,7 @@ def valid_set(ckpt: str, contamination: str, seed: int = 0,
 
     ex = Explainer.load(ckpt)
     recipe = dict(ex.interpreter.recipe or {})
-    folds = list(recipe["data"]["valid_folds"])
+    folds = list(folds or recipe["data"]["valid_folds"])
     cfg = with_checkpoint_defaults(EvaluateRecipe(ckpt=ckpt, test_folds=folds,
                                                   data_folder=data_folder), recipe)
     data_cfg = _test_data_config(cfg)

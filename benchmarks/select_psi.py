@@ -140,8 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for name in names:
         over = {**EPOCHS[stage], **_resolved(CANDIDATES[name], args)}
-        ckpt = Path(args.baseline_ckpt) if name == "base" and args.baseline_ckpt else \
-            train(stage, name, over, args)
+        ckpt = train(stage, name, over, args)
         rows[name] = {"ckpt": str(ckpt), **score(stage, name, ckpt, args)}
     if args.only:
         return emit({"stage": stage, "rows": rows}, None)

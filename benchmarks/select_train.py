@@ -92,9 +92,12 @@ METRICS = {"AI": 1, "AD": -1, "FF": 1, "Fid-In": 1, "rec_rel": -1}  # +1: higher
 
 
 def train(stage: str, name: str, over: dict, args: argparse.Namespace) -> Path:
-    """Train (or read back) one candidate; returns its ``l2i.ckpt``."""
+    """Train (or read back) one candidate; returns its ``l2i.ckpt`` (for ``base``,
+    ``--baseline_ckpt`` when given)."""
     from l2i.training.interpreter import train_interpreter
 
+    if name == "base" and args.baseline_ckpt:
+        return Path(args.baseline_ckpt)
     out = Path(args.work) / name
     cfg = load_config(L2IRecipe, ROOT / RECIPES[stage], {
         "data_folder": args.data_folder, "classifier_ckpt": args.classifier_ckpt,
@@ -166,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for name in names:
         over = CANDIDATES[stage][name]
-        ckpt = Path(args.baseline_ckpt) if name == "base" and args.baseline_ckpt else \
-            train(stage, name, over, args)
+        ckpt = train(stage, name, over, args)
         rows[name] = {"stage": stage, "candidate": name,
                       "options": ", ".join(f"{k}={v}" for k, v in over.items()) or "recipe",
                       **score(stage, name, ckpt, args), "ckpt": str(ckpt)}

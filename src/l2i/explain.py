@@ -27,6 +27,7 @@ and window by window for long recordings :meth:`Explainer.explain_long`, :mod:`l
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -277,7 +278,8 @@ def prune_mask(mask: Tensor, mag: Tensor, tolerance: float,
     own, part = bands.max(dim=1)  # (F,) each: the bin's largest weight and its band
     u = x @ bands  # (B, T, n_bands)
     budget = (1.0 + u) * -math.expm1(-tolerance)  # (B, T, n_bands)
-    allowed = _allowed_drop(budget, bands, part)  # (B, T, n_bands)
+    feeds = bands > 0  # (F, n_bands): which bands each bin feeds
+    allowed = _allowed_drop(budget, feeds, part)  # (B, T, n_bands)
     c = x * own  # (B, T, F) each bin's input to its own band
     # bins ordered by (band, contribution), one sort of the key band + c / (just above the
     # frame's max c) in [band, band + 1). float32 ties contributions under ~1e-5 of the
@@ -291,16 +293,17 @@ def prune_mask(mask: Tensor, mag: Tensor, tolerance: float,
     before = torch.nn.functional.pad(cum, (1, 0))[..., counts.cumsum(0) - counts]  # (B,T,nb)
     keep_sorted = cum > (before + allowed).index_select(-1, band_at)  # (B, T, F)
     keep = torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted) & (own > 0)
-    return _restore_far_bands(mask * keep, mask, mag, u, bands, part, tolerance)  # (B, T, F)
+    return _restore_far_bands(mask * keep, mask, mag, u, bands, feeds, part,
+                              tolerance)  # (B, T, F)
 
 
 def _restore_far_bands(pruned: Tensor, mask: Tensor, mag: Tensor, u: Tensor, bands: Tensor,
-                       part: Tensor, tolerance: float) -> Tensor:
+                       feeds: Tensor, part: Tensor, tolerance: float) -> Tensor:
     """:func:`prune_mask`'s second pass, for a filterbank whose bins feed bands beyond their
     neighbours: every bin of a band whose ``log1p`` input still moved by more than
     ``tolerance`` gets its mask value back (restoring only brings features back). ``u (B, T,
-    n_bands)``: the bands' inputs under ``mask``; others as in :func:`prune_mask`."""
-    feeds = bands > 0  # (F, n_bands)
+    n_bands)``: the bands' inputs under ``mask``; ``feeds (F, n_bands)``: ``bands > 0``; others
+    as in :func:`prune_mask`."""
     near = torch.arange(bands.shape[1], device=bands.device)
     if not bool((feeds & ((part[:, None] - near[None]).abs() > 1)).any()):
         return pruned  # neighbouring triangles: the shares already bound every band
@@ -310,15 +313,14 @@ def _restore_far_bands(pruned: Tensor, mask: Tensor, mag: Tensor, u: Tensor, ban
     return torch.where(restore, mask, pruned)
 
 
-def _allowed_drop(budget: Tensor, bands: Tensor, part: Tensor) -> Tensor:
+def _allowed_drop(budget: Tensor, feeds: Tensor, part: Tensor) -> Tensor:
     """What each band's own bins may drop, ``(B, T, n_bands)``, from the bands' budgets
     ``(B, T, n_bands)`` (:func:`prune_mask`): the band's share of its own budget (1 - 1/4 per
     neighbour whose bins feed it) and a quarter of the budget of each neighbour its bins
-    feed (a bin feeds a neighbour at most as much as its own band). ``part (F,)``: each bin's
-    band."""
-    n_bands = bands.shape[1]
+    feed (a bin feeds a neighbour at most as much as its own band). ``feeds (F, n_bands)``:
+    which bands each bin feeds; ``part (F,)``: each bin's band."""
+    n_bands = feeds.shape[1]
     near = torch.arange(n_bands, device=budget.device)
-    feeds = bands > 0  # (F, n_bands)
     pad = torch.nn.functional.pad
     up = (feeds[:, 1:] & (part[:, None] == near[None, :-1])).any(0)  # band b's bins feed b + 1
     down = (feeds[:, :-1] & (part[:, None] == near[None, 1:])).any(0)  # band b + 1's feed b
@@ -796,12 +798,11 @@ class Explainer:
                               f"{len(names)} classes (0..{len(names) - 1})")
         return t
 
+    @functools.cached_property
     def _bands(self) -> Tensor | None:
-        """:func:`classifier_bands` of the interpreter's classifier, on its device (cached)."""
-        if not hasattr(self, "_bands_cache"):
-            bands = classifier_bands(self.interpreter.classifier, self.features)
-            self._bands_cache = None if bands is None else bands.to(self.device)
-        return self._bands_cache
+        """:func:`classifier_bands` of the interpreter's classifier, on its device."""
+        bands = classifier_bands(self.interpreter.classifier, self.features)
+        return None if bands is None else bands.to(self.device)
 
     # ---- batched core
     @torch.no_grad()
@@ -834,7 +835,7 @@ class Explainer:
         r = relevance(tw, z, tgt)  # (B, K)
         cfg = self.mask_config
         att = interp.theta.attention(H) if cfg.resolution == "frame_attention" else None
-        bands = self._bands() if cfg.prune > 0 else None
+        bands = self._bands if cfg.prune > 0 else None
         mask, w = explanation_mask(interp.W, H, tw, z, tgt, cfg, relevance_th=self.relevance_th,
                                    top_k=self.top_k, attention=att, mag=mag,
                                    bands=bands)  # (B, T, F)
