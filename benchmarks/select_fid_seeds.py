@@ -60,6 +60,8 @@ def run_row(name: str, folder: str) -> dict[str, Any]:
         cfg = checkpoint_mask_config(data["explainer"].interpreter)
         agg = score(data, {"recipe": cfg}, baselines=False)["recipe"]
         row.update({f"valid {prefix}{k}": round(float(agg[k]), 3) for k in METRICS})
+        if prefix:  # theta against the classifier on the mixed validation clips
+            row[f"valid {prefix}fid@1"] = round(float(agg["fidelity_top1"]) / 100.0, 4)
     return row
 
 

@@ -7,8 +7,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from l2i.errors import DataError
-from l2i.noise import NoiseBank, excerpt, mix_at_snr, white_noise_like
+from l2i.config import AugmentConfig
+from l2i.errors import ConfigError, DataError
+from l2i.noise import NoiseBank, excerpt, mix_at_snr, mix_within_batch, white_noise_like
 
 
 def _corpus(root):
@@ -101,3 +102,42 @@ def test_white_noise_like():
     assert n.shape == x.shape and n.dtype == torch.float64
     assert n.std().item() == pytest.approx(1.0, abs=0.02)
     torch.testing.assert_close(n, white_noise_like(x, torch.Generator().manual_seed(1)))
+
+
+def test_mix_within_batch_pairs_each_clip_with_another_at_the_snr():
+    """Four orthogonal one-hot clips: each mix is clip i plus 10^(-snr/20) times ONE other clip
+    (equal energies), peak-normalised; the partners form one rotation of the batch."""
+    wav = torch.eye(4, 8)  # (B, S): clip i is a single 1 at sample i
+    out = mix_within_batch(wav, 1.0, [12.0], torch.Generator().manual_seed(0))  # (B, S)
+    g = 10 ** (-12 / 20)
+    partners = []
+    for i in range(4):
+        assert out[i, i] == pytest.approx(1 / (1 + 1e-8), abs=1e-6)  # the clip itself: the peak
+        others = [j for j in range(8) if j != i and out[i, j] != 0]
+        assert len(others) == 1 and others[0] < 4  # one partner, from the batch
+        assert out[i, others[0]] == pytest.approx(g, rel=1e-5)
+        partners.append(others[0])
+    shift = (partners[0] - 0) % 4
+    assert shift != 0 and all((p - i) % 4 == shift for i, p in enumerate(partners))
+
+
+def test_mix_within_batch_off_share_and_seed():
+    wav = torch.randn(64, 50, generator=torch.Generator().manual_seed(1))
+    assert mix_within_batch(wav, 0.0, [0.0, 6.0]) is wav
+    one = wav[:1]
+    assert mix_within_batch(one, 1.0, [0.0, 6.0]) is one  # a batch of one: nothing to mix
+    half = mix_within_batch(wav, 0.5, [0.0, 6.0], torch.Generator().manual_seed(2))
+    same = (half == wav).all(dim=1)  # (B,) clips left as they were
+    assert 16 <= int(same.sum()) <= 48
+    torch.testing.assert_close(half, mix_within_batch(wav, 0.5, [0.0, 6.0],
+                                                      torch.Generator().manual_seed(2)))
+
+
+@pytest.mark.parametrize("over, key", [({"mix_prob": 1.5}, "mix_prob"),
+                                       ({"mix_prob": -0.1}, "mix_prob"),
+                                       ({"mix_snr_db": [18.0, 6.0]}, "mix_snr_db"),
+                                       ({"mix_snr_db": [float("nan")]}, "mix_snr_db"),
+                                       ({"mix_snr_db": []}, "mix_snr_db")])
+def test_mix_options_are_checked(over, key):
+    with pytest.raises(ConfigError, match=f"augment.{key}"):
+        AugmentConfig(**over)

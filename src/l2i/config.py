@@ -160,6 +160,20 @@ class AugmentConfig:
     noise_folder: str | None = None  # WHAM!-style noise corpus: any folder of audio files
     noise_prob: float = 1.0
     snr_db: list[float] = field(default_factory=lambda: [0.0, 0.0])  # [low, high]
+    # l2i train: mix this share of the training clips with another clip of the same batch
+    # (0 = off), at an SNR drawn in mix_snr_db; 12 dB is l2i evaluate's mixtures (0.8 s + 0.2 n)
+    mix_prob: float = 0.0
+    mix_snr_db: list[float] = field(default_factory=lambda: [6.0, 18.0])  # [low, high] dB
+
+    def __post_init__(self) -> None:
+        snr = list(self.mix_snr_db)
+        bad = [f"augment.{k} = {v} ({rule})" for k, v, ok, rule in (
+            ("mix_prob", self.mix_prob, 0 <= self.mix_prob <= 1, "a share in [0, 1], 0 = off"),
+            ("mix_snr_db", snr, len(snr) in (1, 2) and all(map(math.isfinite, snr))
+             and snr[0] <= snr[-1], "[low, high] in dB, low <= high"),
+        ) if not ok]
+        if bad:
+            raise ConfigError("; ".join(bad))
 
 
 @dataclass

@@ -114,6 +114,27 @@ def mix_at_snr(clean: Tensor, noise: Tensor, snr_db: Tensor | float,
     return mix / (mix.abs().amax(dim=-1, keepdim=True) + eps)
 
 
+def mix_within_batch(wav: Tensor, prob: float, snr_db: list[float],
+                     generator: torch.Generator | None = None) -> Tensor:
+    """A ``prob`` share of the clips ``(B, S)`` mixed with another clip of the same batch.
+
+    The partner of clip ``i`` is clip ``(i - shift) mod B``, one random ``shift`` in ``1..B-1``
+    per batch (never the clip itself); each mix has its own SNR drawn uniformly in
+    ``[snr_db[0], snr_db[-1]]`` dB and is peak-normalised (:func:`mix_at_snr`), as ``l2i
+    evaluate``'s mixtures are. Clips not drawn, and a batch of one clip, are returned as they
+    are. Returns ``(B, S)``.
+    """
+    B = wav.shape[0]
+    if B < 2 or prob <= 0:
+        return wav
+    lo, hi = float(snr_db[0]), float(snr_db[-1])
+    shift = int(torch.randint(1, B, (1,), generator=generator))
+    snr = lo + (hi - lo) * torch.rand(B, generator=generator)  # (B,)
+    mixed = mix_at_snr(wav, wav.roll(shift, dims=0), snr.to(wav))  # (B, S)
+    keep = torch.rand(B, generator=generator) < prob  # (B,)
+    return torch.where(keep.to(wav.device)[:, None], mixed, wav)
+
+
 def white_noise_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Standard normal noise with the shape, dtype and device of ``x``."""
     noise = torch.randn(x.shape, generator=generator, dtype=torch.float32)

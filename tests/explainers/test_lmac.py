@@ -118,6 +118,15 @@ def test_lmac_auto_cache_recomputes_maps_over_the_memory_budget(tmp_path, tiny_d
     assert torch.load(out / "lmac.ckpt", weights_only=True)["metrics"]["cache"] is False
 
 
+def test_lmac_refuses_clip_mixing_before_writing(tmp_path, tiny_dataset, clf_ckpt, capsys):
+    from l2i.cli import main
+
+    out = tmp_path / "lmac"
+    assert main(_args(tiny_dataset, clf_ckpt, out, 1) + ["--augment.mix_prob", "0.5"]) == 2
+    assert "augment.mix_prob = 0.5: method lmac does not mix" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def _decoder_weights(out) -> dict[str, torch.Tensor]:
     state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu",
                        weights_only=False)["state_dict"]

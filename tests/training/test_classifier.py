@@ -200,3 +200,16 @@ def test_same_seed_same_weights(tmp_path, tiny_dataset, tiny_features):
         states.append(torch.load(tmp_path / name / "classifier.ckpt", weights_only=True))
     for k, v in states[0]["state_dict"].items():
         torch.testing.assert_close(v, states[1]["state_dict"][k], rtol=0, atol=0, msg=k)
+
+
+def test_clip_mixing_is_refused_by_the_classifier(tiny_dataset, tiny_features, tmp_path):
+    """augment.mix_prob is an l2i train option: the classifier says so before writing a file."""
+    from dataclasses import replace
+
+    from l2i.config import AugmentConfig
+
+    cfg = _recipe(tiny_dataset, tmp_path / "clf", tiny_features, epochs=1)
+    cfg = replace(cfg, augment=AugmentConfig(mix_prob=0.5))
+    with pytest.raises(L2IError, match="augment.mix_prob = 0.5: an l2i train option"):
+        train_classifier(cfg)
+    assert not (tmp_path / "clf").exists()

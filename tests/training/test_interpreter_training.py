@@ -261,6 +261,26 @@ def test_noise_augmentation_runs_on_the_fly(artefacts, tiny_dataset, tmp_path):
     assert not (out / "cache" / "train").exists()
 
 
+def test_clip_mixing_runs_on_the_fly(artefacts, tiny_dataset, tmp_path, monkeypatch):
+    """augment.mix_prob: the training batches the classifier hears are mixtures of two clips
+    (so the train split is never cached); validation and test stay clean and cached."""
+    heard = []
+    orig = L2IModule._mix_clips
+
+    def spy(self, wav):
+        out = orig(self, wav)
+        heard.append((wav.clone(), out.clone()))
+        return out
+
+    monkeypatch.setattr(L2IModule, "_mix_clips", spy)
+    out = tmp_path / "run"
+    train_interpreter(_cfg(artefacts, tiny_dataset, out, **{
+        "trainer.epochs": 1, "augment.mix_prob": 1.0, "augment.mix_snr_db": [6, 6]}))
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["noise_augmentation"] and m["cache_splits"] == ["valid", "test"]
+    assert heard and all(not torch.equal(a, b) for a, b in heard if a.shape[0] > 1)
+
+
 def test_map_cache_follows_the_classifier_bytes_not_its_size_and_mtime(artefacts, tiny_dataset,
                                                                        tiny_features, tmp_path):
     """A classifier retrained into the same file (same size, time stamp put back, as `cp -p`

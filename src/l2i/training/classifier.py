@@ -295,6 +295,10 @@ def train_classifier(cfg: ClassifierRecipe) -> str:
 
     if not cfg.data_folder:
         raise ConfigError("data_folder is empty: pass --data_folder DATA")
+    if cfg.augment.mix_prob > 0:
+        raise ConfigError(f"augment.mix_prob = {cfg.augment.mix_prob}: an l2i train option "
+                          "(theta learns the classifier's decisions on mixtures); the classifier "
+                          "mixes clips with augment.mixup_alpha. Set it to 0")
     cfg = with_absolute_data_folder(cfg)  # config.yaml and checkpoints name it from anywhere
     if cfg.model.arch == "cnn14" and cfg.model.input == "log1p_mag":
         print("note: cnn14 on log1p_mag input (513 bins) is slow; log1p_mel is the usual input",

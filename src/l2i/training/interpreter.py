@@ -307,16 +307,29 @@ class L2IModule(L.LightningModule):
         """Mix each clip with a random noise clip at an SNR drawn in ``augment.snr_db``."""
         from l2i.noise import mix_at_snr
 
+        gen = self._generator()
+        B = wav.shape[0]
+        lo, hi = (list(self.augment.snr_db) + list(self.augment.snr_db))[:2]
+        noise = self.noise.sample(B, gen).to(wav)  # (B, S)
+        snr = lo + (hi - lo) * torch.rand(B, generator=gen)  # (B,)
+        mixed = mix_at_snr(wav, noise, snr.to(wav))  # (B, S)
+        keep = torch.rand(B, generator=gen) < self.augment.noise_prob  # (B,)
+        return torch.where(keep.to(wav.device)[:, None], mixed, wav)
+
+    def _mix_clips(self, wav: Tensor) -> Tensor:
+        """``augment.mix_prob`` of the clips ``(B, S)`` mixed with another clip of the batch
+        (:func:`l2i.noise.mix_within_batch`)."""
+        from l2i.noise import mix_within_batch
+
+        return mix_within_batch(wav, self.augment.mix_prob, self.augment.mix_snr_db,
+                                self._generator())
+
+    def _generator(self) -> torch.Generator:
+        """The augmentation's generator, seeded per DDP rank on first use."""
         if self._gen is None:
             self._gen = torch.Generator().manual_seed(int(self.trainer_cfg.seed)
                                                       + 1000 * self.global_rank)
-        B = wav.shape[0]
-        lo, hi = (list(self.augment.snr_db) + list(self.augment.snr_db))[:2]
-        noise = self.noise.sample(B, self._gen).to(wav)  # (B, S)
-        snr = lo + (hi - lo) * torch.rand(B, generator=self._gen)  # (B,)
-        mixed = mix_at_snr(wav, noise, snr.to(wav))  # (B, S)
-        keep = torch.rand(B, generator=self._gen) < self.augment.noise_prob  # (B,)
-        return torch.where(keep.to(wav.device)[:, None], mixed, wav)
+        return self._gen
 
     def inputs(self, batch: dict[str, Any], train: bool
                ) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor | None]:
@@ -330,6 +343,8 @@ class L2IModule(L.LightningModule):
             wav = batch["wav"].float()
             if train and self.noise is not None:
                 wav = self._add_noise(wav)
+            if train and self.augment.mix_prob > 0:
+                wav = self._mix_clips(wav)
             logits, maps, target = classify_wave(self.interp, wav)
             return self.interp.psi.reduce(maps), logits.float(), target, wav
         reduced = {k: v.float() for k, v in batch["reduced"].items()}
@@ -663,7 +678,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
     if _rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-    noisy = bool(augment.noise_folder) and augment.noise_prob > 0
+    noisy = (bool(augment.noise_folder) and augment.noise_prob > 0) or augment.mix_prob > 0
     t_cache, cpu_cache = time.time(), time.process_time()
     cached_splits, arrays, cache_bytes = _load_splits(cfg, trainer_cfg, interp, index, noisy)
     cache_seconds, cache_cpu = time.time() - t_cache, time.process_time() - cpu_cache
@@ -794,7 +809,7 @@ def _build_module(cfg: L2IRecipe, trainer_cfg: Any, interp: Interpreter,
     from l2i.training.common import world_size
 
     noise = None
-    if noisy:
+    if noisy and augment.noise_folder and augment.noise_prob > 0:
         from l2i.noise import NoiseBank
 
         sr = interp.features.sample_rate

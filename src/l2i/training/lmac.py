@@ -188,6 +188,9 @@ def check_lmac_inputs(cfg: L2IRecipe) -> tuple[dict, Any, Any, Any]:
     if cfg.noise_folder or cfg.augment.noise_folder:
         raise ConfigError("method lmac does not mix noise into its training clips yet: leave "
                           "--noise_folder / augment.noise_folder empty")
+    if cfg.augment.mix_prob > 0:
+        raise ConfigError(f"augment.mix_prob = {cfg.augment.mix_prob}: method lmac does not "
+                          "mix clips into its training clips yet; set it to 0")
     if cfg.data.duration_s is None:
         raise ConfigError("data.duration_s is null: L-MAC training batches clips of one "
                           "length; set --data.duration_s (e.g. 5.0)")
