@@ -278,6 +278,7 @@ def test_clip_mixing_runs_on_the_fly(artefacts, tiny_dataset, tmp_path, monkeypa
         "trainer.epochs": 1, "augment.mix_prob": 1.0, "augment.mix_snr_db": [6, 6]}))
     m = json.loads((out / "metrics.json").read_text())
     assert m["noise_augmentation"] and m["cache_splits"] == ["valid", "test"]
+    assert m["clip_mixing"] == 1.0
     assert heard and all(not torch.equal(a, b) for a, b in heard if a.shape[0] > 1)
 
 

@@ -706,6 +706,7 @@ def train_interpreter(cfg: L2IRecipe) -> str:
         "cache_seconds": round(cache_seconds, 2),
         "fit_cpu_seconds": round(fit_cpu, 2), "cache_cpu_seconds": round(cache_cpu, 2),
         "cache_estimate_mb": round(cache_bytes / 2**20, 2),
+        "clip_mixing": augment.mix_prob,  # share of training clips mixed (augment.mix_prob)
         **_run_info(out / "cache", cached_splits, datasets, interp, noisy, trainer),
     })
     return _write_bundle(out, interp, cfg, metrics)
