@@ -69,6 +69,7 @@ def theta_fidelity(data: dict[str, Any], batch: int = 16) -> float:
     """Top-1 fidelity of theta to the classifier on ``data["wavs"]`` (``(N, S)``, already
     normalised as the classifier's clips), the share of clips whose argmaxes agree."""
     from l2i import features as feats
+    from l2i.metrics import fidelity_topk
 
     interp = data["explainer"].interpreter
     fcfg = data["explainer"].features
@@ -78,7 +79,8 @@ def theta_fidelity(data: dict[str, Any], batch: int = 16) -> float:
         for i in range(0, wavs.shape[0], batch):
             mag = feats.magnitude(feats.stft(wavs[i:i + batch], fcfg))  # (b, T, F)
             out = interp(mag)
-            hits.append(out.theta_logits.argmax(1) == out.logits.argmax(1))  # (b,)
+            hits.append(fidelity_topk(out.theta_logits, out.logits.argmax(1), 1,
+                                      reduce=False))  # (b,)
     return float(torch.cat(hits).float().mean())
 
 
@@ -108,7 +110,13 @@ def decide(means: dict[str, dict[str, Any]], base: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    return run_rule(argv, decide, "benchmarks/select_fid_seeds.py", __doc__)
+
+
+def run_rule(argv: list[str] | None, rule: Any, script: str, doc: str) -> int:
+    """The command line of a seed rule: ``--run NAME=RUN,...`` groups (the first is the
+    recipe's), one row per run and a mean per group, then ``rule(means, base)``."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--run", action="append", required=True,
                     help="NAME=RUN_FOLDER[,RUN_FOLDER...]; the first NAME is the recipe's")
     ap.add_argument("--out", default=None)
@@ -124,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         means[name] = mean_row(name, runs)
         rows += runs + [{k: round(v, 4) if isinstance(v, float) else v
                          for k, v in means[name].items()}]
-    command = "python benchmarks/select_fid_seeds.py " + shlex.join(argv or sys.argv[1:])
+    command = f"python {script} " + shlex.join(argv or sys.argv[1:])
     result = {"command": command,
               "machine": "2-core CPU (validation metrics; no timing)", "rule": "the docstring",
-              "decision": decide(means, next(iter(groups))), "rows": rows}
+              "decision": rule(means, next(iter(groups))), "rows": rows}
     return emit(result, args.out)
 
 

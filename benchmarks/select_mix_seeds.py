@@ -30,17 +30,12 @@ docs/benchmarks.md.
 
 from __future__ import annotations
 
-import argparse
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _emit import emit  # noqa: E402
-from select_fid_seeds import FLOORS, MAX_AI_LOSS, MIN_FIDELITY_GAIN, mean_row, run_row  # noqa: E402
+from select_fid_seeds import FLOORS, MAX_AI_LOSS, MIN_FIDELITY_GAIN, run_rule  # noqa: E402
 
 
 def decide(means: dict[str, dict[str, Any]], base: str) -> dict[str, Any]:
@@ -65,27 +60,7 @@ def decide(means: dict[str, dict[str, Any]], base: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", action="append", required=True,
-                    help="NAME=RUN_FOLDER[,RUN_FOLDER...]; the first NAME is the recipe's")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    groups = {}
-    for spec in args.run:
-        name, _, folders = spec.partition("=")
-        groups[name] = [f for f in folders.split(",") if f]
-    rows, means = [], {}
-    for name, folders in groups.items():
-        runs = [run_row(name, f) for f in folders]
-        means[name] = mean_row(name, runs)
-        rows += runs + [{k: round(v, 4) if isinstance(v, float) else v
-                         for k, v in means[name].items()}]
-    command = "python benchmarks/select_mix_seeds.py " + shlex.join(argv or sys.argv[1:])
-    result = {"command": command,
-              "machine": "2-core CPU (validation metrics; no timing)", "rule": "the docstring",
-              "decision": decide(means, next(iter(groups))), "rows": rows}
-    return emit(result, args.out)
+    return run_rule(argv, decide, "benchmarks/select_mix_seeds.py", __doc__)
 
 
 if __name__ == "__main__":

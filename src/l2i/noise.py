@@ -127,12 +127,21 @@ def mix_within_batch(wav: Tensor, prob: float, snr_db: list[float],
     B = wav.shape[0]
     if B < 2 or prob <= 0:
         return wav
-    lo, hi = float(snr_db[0]), float(snr_db[-1])
     shift = int(torch.randint(1, B, (1,), generator=generator))
+    return mix_share(wav, wav.roll(shift, dims=0), prob, snr_db, generator)
+
+
+def mix_share(clean: Tensor, other: Tensor, prob: float, snr_db: list[float],
+              generator: torch.Generator | None = None) -> Tensor:
+    """A ``prob`` share of ``clean (B, S)`` mixed with ``other (B, S)`` (:func:`mix_at_snr`), each
+    at an SNR drawn uniformly in ``[snr_db[0], snr_db[-1]]`` dB; the rest returned as is.
+    Draws the ``B`` SNRs, then the ``B`` keep-or-not draws, from ``generator``."""
+    B = clean.shape[0]
+    lo, hi = float(snr_db[0]), float(snr_db[-1])
     snr = lo + (hi - lo) * torch.rand(B, generator=generator)  # (B,)
-    mixed = mix_at_snr(wav, wav.roll(shift, dims=0), snr.to(wav))  # (B, S)
+    mixed = mix_at_snr(clean, other, snr.to(clean))  # (B, S)
     keep = torch.rand(B, generator=generator) < prob  # (B,)
-    return torch.where(keep.to(wav.device)[:, None], mixed, wav)
+    return torch.where(keep.to(clean.device)[:, None], mixed, clean)
 
 
 def white_noise_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:

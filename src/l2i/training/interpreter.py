@@ -305,16 +305,11 @@ class L2IModule(L.LightningModule):
     # ------------------------------------------------------------------ data -> tensors
     def _add_noise(self, wav: Tensor) -> Tensor:
         """Mix each clip with a random noise clip at an SNR drawn in ``augment.snr_db``."""
-        from l2i.noise import mix_at_snr
+        from l2i.noise import mix_share
 
         gen = self._generator()
-        B = wav.shape[0]
-        lo, hi = (list(self.augment.snr_db) + list(self.augment.snr_db))[:2]
-        noise = self.noise.sample(B, gen).to(wav)  # (B, S)
-        snr = lo + (hi - lo) * torch.rand(B, generator=gen)  # (B,)
-        mixed = mix_at_snr(wav, noise, snr.to(wav))  # (B, S)
-        keep = torch.rand(B, generator=gen) < self.augment.noise_prob  # (B,)
-        return torch.where(keep.to(wav.device)[:, None], mixed, wav)
+        noise = self.noise.sample(wav.shape[0], gen).to(wav)  # (B, S)
+        return mix_share(wav, noise, self.augment.noise_prob, self.augment.snr_db, gen)
 
     def _mix_clips(self, wav: Tensor) -> Tensor:
         """``augment.mix_prob`` of the clips ``(B, S)`` mixed with another clip of the batch
@@ -810,7 +805,7 @@ def _build_module(cfg: L2IRecipe, trainer_cfg: Any, interp: Interpreter,
     from l2i.training.common import world_size
 
     noise = None
-    if noisy and augment.noise_folder and augment.noise_prob > 0:
+    if augment.noise_folder and augment.noise_prob > 0:
         from l2i.noise import NoiseBank
 
         sr = interp.features.sample_rate
