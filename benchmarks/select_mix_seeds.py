@@ -15,6 +15,10 @@ evaluation's 12 dB +- 6 dB), everything else the recipe's; seeds 1234 (the recip
 3, against the recipe itself with the same seeds (``l2i train recipes/esc50/l2i_conv2d.yaml
 ... --trainer.seed S --threads 1``, two runs at a time). Both values were fixed before any run.
 
+Second round (with ``mix50`` now the recipe): candidate ``mix100``, ``--augment.mix_prob 1.0``
+(every training clip mixed, same SNR range), named as the next candidate in the closing note of
+the round above and judged by the same rule against the recipe's four runs.
+
 Rule, written before any run of either candidate: the candidate replaces the recipe if (1) its
 mean validation top-1 fidelity on mixtures (theta against the classifier, on the validation
 fold mixed as ``l2i evaluate`` mixes the test fold) is higher by at least one clip (0.0125),
