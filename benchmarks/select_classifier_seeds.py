@@ -36,16 +36,13 @@ docs/benchmarks.md.
 
 from __future__ import annotations
 
-import argparse
 import json
-import shlex
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _emit import emit  # noqa: E402
+from select_fid_seeds import run_rule  # noqa: E402
 
 CLIP = 1 / 80  # one validation clip of ESC-10 fold 3
 MAX_SEED_LOSS = 2 * CLIP
@@ -59,16 +56,16 @@ def run_row(name: str, folder: str) -> dict[str, Any]:
             "epochs": m["epochs_this_run"], "s/epoch": round(m["seconds_per_epoch"], 2)}
 
 
-def decide(groups: dict[str, list[dict[str, Any]]], base: str) -> dict[str, Any]:
+def decide(means: dict[str, dict[str, Any]], base: str,
+           runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """The rule of the docstring; returns each candidate's verdict and the winner."""
-    b = groups[base]
-    b_mean = statistics.fmean(r["valid acc"] for r in b)
     out: dict[str, Any] = {}
-    for name, rows in groups.items():
+    for name in means:
         if name == base:
             continue
-        gain = statistics.fmean(r["valid acc"] for r in rows) - b_mean
-        worst = max(rb["valid acc"] - r["valid acc"] for r, rb in zip(rows, b, strict=True))
+        gain = means[name]["valid acc"] - means[base]["valid acc"]
+        worst = max(rb["valid acc"] - r["valid acc"]
+                    for r, rb in zip(runs[name], runs[base], strict=True))
         out[name] = {"valid_acc_gain": round(gain, 4), "worst_seed_loss": round(worst, 4),
                      "qualifies": gain >= CLIP - 1e-9 and worst <= MAX_SEED_LOSS + 1e-9}
     qualified = [n for n in out if out[n]["qualifies"]]
@@ -78,30 +75,10 @@ def decide(groups: dict[str, list[dict[str, Any]]], base: str) -> dict[str, Any]
     return out
 
 
-def mean_row(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("valid acc", "test acc", "best epoch", "epochs", "s/epoch")
-    return {"candidate": name, "run": f"mean of {len(rows)}",
-            **{k: round(statistics.fmean(r[k] for r in rows), 4) for k in keys}}
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", action="append", required=True,
-                    help="NAME=RUN_FOLDER[,RUN_FOLDER...]; the first NAME is the recipe's; "
-                         "the same seeds in the same order in every group")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for spec in args.run:
-        name, _, folders = spec.partition("=")
-        groups[name] = [run_row(name, f) for f in folders.split(",") if f]
-    rows = [r for name, g in groups.items() for r in (*g, mean_row(name, g))]
-    command = ("python benchmarks/select_classifier_seeds.py "
-               + shlex.join(argv if argv is not None else sys.argv[1:]))
-    result = {"command": command, "machine": "2-core CPU (validation accuracy; s/epoch with "
-              "two runs sharing the machine, 1 thread each)", "rule": "the docstring",
-              "decision": decide(groups, next(iter(groups))), "rows": rows}
-    return emit(result, args.out)
+    return run_rule(argv, decide, "benchmarks/select_classifier_seeds.py", __doc__, row=run_row,
+                    machine="2-core CPU (validation accuracy; s/epoch with two runs sharing "
+                            "the machine, 1 thread each)")
 
 
 if __name__ == "__main__":

@@ -91,8 +91,9 @@ def mean_row(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
             **{k: statistics.mean(r[k] for r in rows) for k in keys}}
 
 
-def decide(means: dict[str, dict[str, Any]], base: str) -> dict[str, Any]:
-    """The rule of the docstring for each candidate against ``base``."""
+def decide(means: dict[str, dict[str, Any]], base: str,
+           runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The rule of the docstring for each candidate against ``base`` (on the means only)."""
     out = {}
     b = means[base]
     for name, m in means.items():
@@ -113,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     return run_rule(argv, decide, "benchmarks/select_fid_seeds.py", __doc__)
 
 
-def run_rule(argv: list[str] | None, rule: Any, script: str, doc: str) -> int:
+def run_rule(argv: list[str] | None, rule: Any, script: str, doc: str, row: Any = run_row,
+             machine: str = "2-core CPU (validation metrics; no timing)") -> int:
     """The command line of a seed rule: ``--run NAME=RUN,...`` groups (the first is the
-    recipe's), one row per run and a mean per group, then ``rule(means, base)``."""
+    recipe's, the same seeds in the same order in every group), ``row(name, folder)`` per run
+    and a mean per group, then ``rule(means, base, runs)`` (``runs``: each group's rows)."""
     ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--run", action="append", required=True,
                     help="NAME=RUN_FOLDER[,RUN_FOLDER...]; the first NAME is the recipe's")
@@ -126,16 +129,15 @@ def run_rule(argv: list[str] | None, rule: Any, script: str, doc: str) -> int:
     for spec in args.run:
         name, _, folders = spec.partition("=")
         groups[name] = [f for f in folders.split(",") if f]
-    rows, means = [], {}
+    rows, means, runs = [], {}, {}
     for name, folders in groups.items():
-        runs = [run_row(name, f) for f in folders]
-        means[name] = mean_row(name, runs)
-        rows += runs + [{k: round(v, 4) if isinstance(v, float) else v
-                         for k, v in means[name].items()}]
+        runs[name] = [row(name, f) for f in folders]
+        means[name] = mean_row(name, runs[name])
+        rows += runs[name] + [{k: round(v, 4) if isinstance(v, float) else v
+                               for k, v in means[name].items()}]
     command = f"python {script} " + shlex.join(argv or sys.argv[1:])
-    result = {"command": command,
-              "machine": "2-core CPU (validation metrics; no timing)", "rule": "the docstring",
-              "decision": rule(means, next(iter(groups))), "rows": rows}
+    result = {"command": command, "machine": machine, "rule": "the docstring",
+              "decision": rule(means, next(iter(groups)), runs), "rows": rows}
     return emit(result, args.out)
 
 

@@ -42,8 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from select_fid_seeds import FLOORS, MAX_AI_LOSS, MIN_FIDELITY_GAIN, run_rule  # noqa: E402
 
 
-def decide(means: dict[str, dict[str, Any]], base: str) -> dict[str, Any]:
-    """The rule of the docstring for each candidate against ``base``."""
+def decide(means: dict[str, dict[str, Any]], base: str,
+           runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The rule of the docstring for each candidate against ``base`` (on the means only)."""
     out = {}
     b = means[base]
     for name, m in means.items():
