@@ -37,6 +37,48 @@ def test_istft_inverts_stft(cfg):
     assert (y - x).abs().max() < 1e-4
 
 
+def _torch_istft(spec, cfg, length=None):
+    return torch.istft(spec.transpose(1, 2), n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+                       win_length=cfg.win_length, window=window(cfg), center=True,
+                       normalized=False, onesided=True, length=length)
+
+
+@pytest.mark.parametrize("cfg", [FeaturesConfig(),
+                                 FeaturesConfig(sample_rate=8000, n_fft=256, window="hann"),
+                                 FeaturesConfig(n_fft=512, win_ms=32, hop_ms=8),  # win = n_fft
+                                 FeaturesConfig(n_fft=1024, win_ms=40, hop_ms=10)])  # hop < win/2
+@pytest.mark.parametrize("n", [700, 16001])
+def test_istft_equals_torch_istft_on_any_spectrogram(cfg, n):
+    """The hand-written overlap-add gives torch.istft's result for masked (inconsistent)
+    spectrograms, every requested length, and a length the frames do not cover is refused."""
+    g = torch.Generator().manual_seed(n)
+    spec = stft(torch.randn(2, n, generator=g), cfg)
+    spec = spec * torch.rand(spec.shape, generator=g)  # not the STFT of any signal
+    for length in (None, n, n - 7, 10, n + 4 * cfg.n_fft):
+        try:
+            ref = _torch_istft(spec, cfg, length=length)
+        except RuntimeError:  # the window sums to 0 past the frames (a window shorter
+            assert cfg.win_length < cfg.n_fft  # than n_fft): refused by both
+            with pytest.raises(ValueError, match="sums to zero"):
+                istft(spec, cfg, length=length)
+            continue
+        ours = istft(spec, cfg, length=length)
+        assert ours.shape == ref.shape
+        torch.testing.assert_close(ours, ref, atol=2e-6, rtol=1e-4)
+
+
+def test_istft_is_differentiable():
+    """A classifier given as code is re-synthesised through istft: gradients must flow, and
+    equal torch.istft's."""
+    cfg = FeaturesConfig(sample_rate=8000, n_fft=256)
+    spec = stft(torch.randn(1, 2000, generator=torch.Generator().manual_seed(1)), cfg)
+    a = spec.clone().requires_grad_(True)
+    b = spec.clone().requires_grad_(True)
+    (istft(a, cfg, length=2000) ** 2).sum().backward()
+    (_torch_istft(b, cfg, length=2000) ** 2).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4)
+
+
 def test_stft_shapes_and_unbatched():
     cfg = FeaturesConfig()
     x = torch.zeros(80000)  # 5 s at 16 kHz -> 431 frames as in the reference

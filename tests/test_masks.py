@@ -110,6 +110,21 @@ def test_sharpen_and_binarize_relative_to_the_clip_maximum():
     assert not sharpen_mask(torch.zeros(1, 2, 2), rescale=True).any()
 
 
+def test_binarize_in_one_step_equals_rescale_power_then_threshold():
+    """The one-step binarisation gives what the steps give: rescale by the clip's peak, the
+    power, then a threshold relative to the new peak (three clips of different scales)."""
+    g = torch.Generator().manual_seed(0)
+    m = torch.rand(3, 40, 30, generator=g) * torch.tensor([1.0, 1e-3, 0.0])[:, None, None]
+    for power in (1.0, 0.5, 2.0):
+        for rescale in (False, True):
+            steps = m / m.amax(dim=(1, 2), keepdim=True).clamp_min(1e-10) if rescale else m
+            steps = steps ** power
+            peak = steps.amax(dim=(1, 2), keepdim=True)
+            ref = ((steps >= 0.25 * peak) & (peak > 0)).float()
+            assert torch.equal(sharpen_mask(m, power, binarize=0.25, rescale=rescale), ref)
+    assert not sharpen_mask(m, binarize=0.25)[2].any()  # the silent clip stays empty
+
+
 def test_floor_gate_hand_computed():
     mag = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]).reshape(1, 5, 1)  # (B, T, F): one bin
     # the median over the frames is 2: |X| / (|X| + 2)

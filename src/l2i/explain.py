@@ -208,16 +208,19 @@ def sharpen_mask(mask: Tensor, power: float = 1.0, binarize: float = 0.0,
                  rescale: bool = False) -> Tensor:
     """With ``rescale``, ``mask / max`` (the clip's maximum over (time, freq); an all-zero mask
     stays 0); then ``mask ** power``; then, with ``binarize > 0``, 1 where
-    ``mask >= binarize * max`` and 0 elsewhere. ``(B, T, F)`` -> ``(B, T, F)``."""
+    ``mask >= binarize * max`` and 0 elsewhere. ``(B, T, F)`` -> ``(B, T, F)``.
+
+    A binarised mask is computed in one step, ``mask >= binarize ** (1 / power) * max``: a
+    threshold relative to the clip's peak is the same before and after rescaling and the
+    (increasing) power, to float rounding, in a third of the time."""
+    if binarize > 0:
+        peak = mask.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+        threshold = float(binarize) ** (1.0 / float(power)) * peak
+        return ((mask >= threshold) & (peak > 0)).to(mask.dtype)
     if rescale:
         peak = mask.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
         mask = mask / peak.clamp_min(MASK_EPS)
-    if power != 1.0:
-        mask = mask ** float(power)
-    if binarize > 0:
-        peak = mask.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
-        mask = ((mask >= binarize * peak) & (peak > 0)).to(mask.dtype)
-    return mask
+    return mask ** float(power) if power != 1.0 else mask
 
 
 def floor_gate(mag: Tensor, quantile: float, eps: float = MASK_EPS) -> Tensor:
@@ -701,6 +704,9 @@ class Explainer:
         from l2i.audio import NORMALIZATIONS
 
         self.interpreter = interpreter.eval()
+        clf = getattr(interpreter, "classifier", None)
+        if getattr(clf, "cpu_channels_last", False) and self.device.type == "cpu":
+            clf.to(memory_format=torch.channels_last)  # faster, same outputs (models/conv2d.py)
         self.mask_config = checkpoint_mask_config(interpreter, mask)
         self.relevance_th = float(relevance_th if relevance_th is not None
                                   else _checkpoint_relevance_th(interpreter))
@@ -918,15 +924,17 @@ class Explainer:
         wav = torch.from_numpy(np.ascontiguousarray(x2)).to(self.device)  # (B, N)
         spec = feats.stft(wav, self.features)  # (B, T, F) complex
         mag = feats.magnitude(spec)  # (B, T, F)
-        b = self.explain_batch(mag, tgt, phase=feats.phase(spec), length=n)
+        ph = feats.phase(spec)  # (B, T, F), once: for the classifier and the explanation
+        b = self.explain_batch(mag, tgt, phase=ph, length=n)
         # M |X| e^{i phase(X)} = M X: to_audio(explanation_magnitude(M, |X|), phase(X)) in one step
         # the input's own frames only (t_in = n_frames(n)): the components sum to it exactly
         spec_in = spec[:, :t_in]  # (B, t_in, F)
         audio = feats.istft(b.mask[:, :t_in].to(spec.device) * spec_in, self.features,
                             length=n)  # (B, N)
         level = self.confidence_level
-        return Explanations([self._one(b, i, audio[i], mag[i], t_in, spec_in[i], float(peaks[i]),
-                                       level) for i in range(mag.shape[0])], tensors=b)
+        return Explanations([self._one(b, i, audio[i], mag[i], t_in, ph[i, :t_in],
+                                       float(peaks[i]), level) for i in range(mag.shape[0])],
+                            tensors=b)
 
     # ---- long recordings
     def window_hop(self, window_s: float | None, hop_s: float | None) -> tuple[int, int]:
@@ -1024,9 +1032,9 @@ class Explainer:
         return torch.tensor([self.resolve_target(t) for t in seq])
 
     def _one(self, b: BatchExplanation, i: int, audio: Tensor, mag: Tensor, n_frames: int,
-             spec: Tensor, peak: float, confidence_level: float) -> Explanation:
+             phase: Tensor, peak: float, confidence_level: float) -> Explanation:
         """Clip ``i`` of a batch as an :class:`Explanation` (numpy, its own ``n_frames``);
-        ``spec (n_frames, F)`` its complex STFT, ``peak`` its peak before normalisation."""
+        ``phase (n_frames, F)`` its STFT phase, ``peak`` its peak before normalisation."""
         names = self.class_names
         t = int(b.target[i])
         sel = b.selected[i]
@@ -1044,7 +1052,7 @@ class Explainer:
             class_names=names, hop_length=self.features.hop_length,
             relevance_th=None if self.top_k else self.relevance_th, top_k=self.top_k,
             atoms=self.interpreter.W.float().cpu().numpy(), features=self.features,
-            phase=feats.phase(spec).float().cpu().numpy(), input_peak=peak,  # phase (T, F)
+            phase=phase.float().cpu().numpy(), input_peak=peak,  # phase (T, F)
             **self._weights_of(b, i, n_frames))
         e.warnings = explanation_warnings(e, confidence_level)
         return e

@@ -68,6 +68,9 @@ class AudioClassifier(nn.Module):
         raise NotImplementedError
 
     activation: str = "softmax"  # single-label: probabilities are softmax(logits)
+    # inference on the CPU runs its convolutions in channels-last layout (Explainer): set by a
+    # subclass where that was measured faster, the outputs being the same to float rounding
+    cpu_channels_last: bool = False
 
     def forward(self, mag: Tensor, phase: Tensor | None = None, length: int | None = None
                 ) -> tuple[Tensor, dict[str, Tensor]]:

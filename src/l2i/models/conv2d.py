@@ -64,6 +64,9 @@ class Conv2dClassifier(AudioClassifier):
 
     map_names = ("block1", "block2", "block3", "block4")
     default_maps = ("block3", "block4")  # what psi / L-MAC read when the recipe names none
+    # channels-last on the CPU: 7.7 -> 6.2 ms per 5 s clip (w = 32, 1 thread, torch 2.13;
+    # logits equal to 1e-7); CNN14 gains nothing measurable, so it keeps the default
+    cpu_channels_last = True
 
     def __init__(self, features: FeaturesConfig, n_classes: int, input: str = "log1p_mel",
                  width: int = 32, embed_dim: int = 256, dropout: float = 0.2) -> None:
