@@ -71,7 +71,7 @@ def random_interpreter(n_classes: int = 10, n_components: int = 100,
         model_cfg.width = width
     clf = build_classifier(model_cfg, features, n_classes)
     psi = Psi(clf.map_channels, n_components, psi_cfg,  # map_bins: freq_reduce flatten
-              map_bins=probe_map_bins(clf, features.n_freq))
+              map_bins=probe_map_bins(clf, features.n_freq), n_freq=features.n_freq)
     theta = Theta(n_components, n_classes, theta_cfg)
     W = torch.rand(features.n_freq, n_components)
     names = [f"class{i}" for i in range(n_classes)]

@@ -208,6 +208,9 @@ class PsiConfig:
     time_resolution: Literal["output", "maps"] = "output"
     # freq_reduce meanmax: pool maps over frequency | flatten: bins -> channels
     freq_reduce: Literal["meanmax", "flatten"] = "meanmax"
+    # input_map: psi also reads the input's log1p magnitude (its F bins as channels, at the
+    # STFT frame rate) next to the classifier's maps (issue 14: psi's reconstruction)
+    input_map: bool = False
 
 
 @dataclass

@@ -155,12 +155,14 @@ class Interpreter(nn.Module):
             return self.classifier(mag, phase=phase, length=length)
         return self.classifier(mag)
 
-    def heads(self, reduced: dict[str, Tensor], n_frames: int) -> tuple[Tensor, Tensor, Tensor]:
-        """psi + theta from frequency-pooled maps (:meth:`Psi.reduce`).
+    def heads(self, reduced: dict[str, Tensor], n_frames: int, log_mag: Tensor | None = None
+              ) -> tuple[Tensor, Tensor, Tensor]:
+        """psi + theta from frequency-pooled maps (:meth:`Psi.reduce`); ``log_mag (B,
+        n_frames, F)``, the input's ``log1p|X|``, for a psi with ``input_map``.
 
         Returns ``H (B, K, n_frames)``, ``z (B, K)``, ``theta_logits (B, C)``.
         """
-        H = self.psi.forward_reduced(reduced, n_frames)  # (B, K, T)
+        H = self.psi.forward_reduced(reduced, n_frames, log_mag)  # (B, K, T)
         z = self.theta.pool(H)  # (B, K)
         return H, z, self.theta.classify(z)
 
@@ -175,7 +177,8 @@ class Interpreter(nn.Module):
             raise L2IError(f"interpreter expects a magnitude spectrogram (B, T, "
                            f"{self.W.shape[0]}), got {tuple(mag.shape)}")
         logits, maps = self.classify(mag, phase, length)
-        H, z, theta_logits = self.heads(self.psi.reduce(maps), mag.shape[1])
+        log_mag = torch.log1p(mag) if getattr(self.psi, "input_map", False) else None
+        H, z, theta_logits = self.heads(self.psi.reduce(maps), mag.shape[1], log_mag)
         return InterpreterOutput(logits=logits, H=H, theta_logits=theta_logits, z=z,
                                  maps=maps if return_maps else None)
 
@@ -263,7 +266,7 @@ def build_interpreter(record: dict[str, Any], device: str | torch.device = "cpu"
     psi_cfg = from_dict(PsiConfig, record["psi"]["config"])
     theta_cfg = from_dict(ThetaConfig, record["theta"]["config"])
     psi = Psi(record["psi"]["map_channels"], record["psi"]["n_components"], psi_cfg,
-              map_bins=record["psi"].get("map_bins"))
+              map_bins=record["psi"].get("map_bins"), n_freq=int(record["W"].shape[0]))
     psi.load_state_dict(record["psi"]["state_dict"])
     theta = Theta(record["theta"]["n_components"], record["theta"]["n_classes"], theta_cfg)
     theta.load_state_dict(record["theta"]["state_dict"])

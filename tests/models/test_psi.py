@@ -119,3 +119,33 @@ def test_psi_takes_a_typed_config():
     with pytest.raises(TypeError, match="PsiConfig"):
         Psi(CHANNELS, 4, SimpleNamespace(maps=[], hidden=8, n_layers=1, kernel_size=3,
                                          dropout=0.0))
+
+
+def test_input_map_reads_the_log_magnitude_at_the_frame_rate():
+    """With input_map, H depends on the input's log1p|X| (through a 1x1 projection of its bins)
+    as well as on the maps; a missing or mis-shaped input is refused."""
+    torch.manual_seed(0)
+    psi = Psi(CHANNELS, 6, PsiConfig(hidden=16, n_layers=1, input_map=True), n_freq=9).eval()
+    maps, T = _maps(), 40
+    a, b = torch.rand(2, T, 9), torch.rand(2, T, 9)
+    Ha, Hb = psi(maps, T, a), psi(maps, T, b)
+    assert Ha.shape == (2, 6, T) and bool((Ha >= 0).all())
+    assert not torch.allclose(Ha, Hb)  # the input matters
+    # the input term is the 1x1 projection of the bins, added before the blocks
+    with torch.no_grad():
+        psi.input_proj.weight.zero_()
+        psi.input_proj.bias.zero_()
+    plain = Psi(CHANNELS, 6, PsiConfig(hidden=16, n_layers=1)).eval()
+    plain.load_state_dict({k: v for k, v in psi.state_dict().items()
+                           if not k.startswith("input_proj")})
+    assert torch.allclose(psi(maps, T, a), plain(maps, T))
+    with pytest.raises(ValueError, match="log1p magnitude"):
+        psi(maps, T)
+    with pytest.raises(ValueError, match="log1p magnitude"):
+        psi(maps, T, torch.rand(2, T + 1, 9))
+    with pytest.raises(ValueError, match="n_freq"):
+        Psi(CHANNELS, 6, PsiConfig(input_map=True))
+    # at the maps' frame rate the input term is brought to it like the maps
+    slow = Psi(CHANNELS, 6, PsiConfig(hidden=16, n_layers=1, input_map=True,
+                                      time_resolution="maps"), n_freq=9)
+    assert slow(maps, T, a).shape == (2, 6, T)

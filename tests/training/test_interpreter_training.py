@@ -247,6 +247,21 @@ def test_psi_reads_the_early_maps_when_the_recipe_names_them(artefacts, tiny_dat
     assert interp(torch.rand(1, 40, interp.W.shape[0])).H.shape == (1, K, 40)
 
 
+def test_psi_input_map_trains_cached_and_explains(artefacts, tiny_dataset, tmp_path):
+    """psi.input_map: trained from the cache (its target is the input's log1p|X|), saved,
+    loaded, and the loaded interpreter reads log1p(mag) itself: H follows the input."""
+    path = train_interpreter(_cfg(artefacts, tiny_dataset, tmp_path / "run", **{
+        "trainer.epochs": 1, "psi.input_map": True}))
+    interp = load_interpreter(path, "cpu")
+    assert interp.psi.input_map and "input_proj.weight" in interp.psi.state_dict()
+    mag = torch.rand(1, 40, interp.W.shape[0])
+    out = interp(mag)
+    assert out.H.shape == (1, K, 40)
+    with torch.no_grad():
+        direct = interp.psi(interp.classify(mag)[1], 40, torch.log1p(mag))
+    assert torch.allclose(out.H, direct)
+
+
 def test_noise_augmentation_runs_on_the_fly(artefacts, tiny_dataset, tmp_path):
     noise = tmp_path / "noise"
     noise.mkdir()

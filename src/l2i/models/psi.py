@@ -11,7 +11,10 @@ scales with the input):
    channels, ``(B, C_i * F_i, T_i)`` (keeps *where* in frequency the classifier saw energy,
    which the reconstruction W H needs); ``meanmax`` pools with mean and max, ``(B, 2 C_i, T_i)``.
 2. per map, a 1x1 ``Conv1d`` projects to ``hidden`` channels, and linear interpolation along time
-   brings it to ``T`` frames (any number of STFT frames); the maps are summed.
+   brings it to ``T`` frames (any number of STFT frames); the maps are summed. With
+   ``input_map``, the input's own ``log1p|X| (B, T, F)`` is one more map (its ``F`` bins as
+   channels, already at ``T`` frames): psi then sees the frequency detail the classifier's
+   pooled maps lost, for a reconstruction ``W H`` closer to the dictionary's own.
 3. ``n_layers`` residual blocks ``Conv1d(k) -> LayerNorm(channels) -> ReLU (-> dropout)``.
 4. a 1x1 ``Conv1d(hidden, K)`` and a ReLU (or softplus) give ``H >= 0``.
 
@@ -100,7 +103,7 @@ class Psi(nn.Module):
     """
 
     def __init__(self, map_channels: Mapping[str, int], n_components: int, cfg: PsiConfig,
-                 map_bins: Mapping[str, int] | None = None) -> None:
+                 map_bins: Mapping[str, int] | None = None, n_freq: int | None = None) -> None:
         super().__init__()
         if not isinstance(cfg, PsiConfig):
             raise TypeError(f"Psi takes a PsiConfig, got {type(cfg).__name__}")
@@ -133,6 +136,11 @@ class Psi(nn.Module):
             width = {n: 2 * c for n, c in self.map_channels.items()}
         self.proj = nn.ModuleDict({  # ModuleDict keys cannot hold dots (layer names can)
             _key(n): nn.Conv1d(w, cfg.hidden, kernel_size=1) for n, w in width.items()})
+        self.input_map = bool(getattr(cfg, "input_map", False))
+        if self.input_map:
+            if not n_freq:
+                raise ValueError("psi.input_map needs the STFT's number of bins (n_freq)")
+            self.input_proj = nn.Conv1d(int(n_freq), cfg.hidden, kernel_size=1)
         self.blocks = nn.Sequential(*[_Block(cfg.hidden, cfg.kernel_size, cfg.dropout)
                                       for _ in range(cfg.n_layers)])
         self.out = nn.Conv1d(cfg.hidden, self.n_components, kernel_size=1)
@@ -144,8 +152,11 @@ class Psi(nn.Module):
             raise KeyError(f"psi expects maps {missing}; got {list(maps)}")
         return reduce_maps(maps, self.map_names, self.freq_reduce)
 
-    def forward_reduced(self, reduced: Mapping[str, Tensor], n_frames: int) -> Tensor:
-        """``{name: (B, C', T_i)}`` (from :meth:`reduce`) -> ``H (B, K, n_frames)`` >= 0."""
+    def forward_reduced(self, reduced: Mapping[str, Tensor], n_frames: int,
+                        log_mag: Tensor | None = None) -> Tensor:
+        """``{name: (B, C', T_i)}`` (from :meth:`reduce`) -> ``H (B, K, n_frames)`` >= 0.
+
+        ``log_mag (B, n_frames, F)``: the input's ``log1p|X|``, read with ``input_map``."""
         n_frames = int(n_frames)
         # "output": the blocks run at the STFT frame rate; "maps": at the finest map's rate,
         # and only the K output channels are interpolated (cheaper, smoother in time)
@@ -159,15 +170,30 @@ class Psi(nn.Module):
                                   align_corners=False)  # (B, hidden, t_work)
             x = r if x is None else x + r
         assert x is not None
+        if self.input_map:
+            x = x + self._input(log_mag, n_frames, t_work)  # (B, hidden, t_work)
         x = self.blocks(x)  # (B, hidden, t_work)
         h = self.out(x)  # (B, K, t_work)
         if t_work != n_frames:
             h = F.interpolate(h, size=n_frames, mode="linear", align_corners=False)  # (B, K, T)
         return F.relu(h) if self.activation == "relu" else F.softplus(h)
 
-    def forward(self, maps: Mapping[str, Tensor], n_frames: int) -> Tensor:
-        """``{name: (B, C_i, T_i, F_i)}`` -> ``H (B, K, n_frames)`` >= 0."""
-        return self.forward_reduced(self.reduce(maps), n_frames)
+    def _input(self, log_mag: Tensor | None, n_frames: int, t_work: int) -> Tensor:
+        """``input_map``'s term: ``log1p|X| (B, n_frames, F)`` -> ``(B, hidden, t_work)``."""
+        if log_mag is None or log_mag.dim() != 3 or log_mag.shape[1] != n_frames:
+            got = None if log_mag is None else tuple(log_mag.shape)
+            raise ValueError(f"psi.input_map needs the input's log1p magnitude (B, {n_frames}, "
+                             f"F), got {got}")
+        r = self.input_proj(log_mag.float().transpose(1, 2))  # (B, hidden, n_frames)
+        if t_work != n_frames:
+            r = F.interpolate(r, size=t_work, mode="linear", align_corners=False)
+        return r
+
+    def forward(self, maps: Mapping[str, Tensor], n_frames: int,
+                log_mag: Tensor | None = None) -> Tensor:
+        """``{name: (B, C_i, T_i, F_i)}`` -> ``H (B, K, n_frames)`` >= 0 (``log_mag`` as in
+        :meth:`forward_reduced`)."""
+        return self.forward_reduced(self.reduce(maps), n_frames, log_mag)
 
 
 @torch.no_grad()

@@ -362,7 +362,7 @@ class L2IModule(L.LightningModule):
         :func:`training_mask` for the classifier's prediction.
         """
         reduced, logits, target, audio = self.inputs(batch, train)
-        H, z, theta_logits = self.interp.heads(reduced, target.shape[1])
+        H, z, theta_logits = self.interp.heads(reduced, target.shape[1], target)
         recon = self.interp.reconstruct(H)  # (B, T, F)
         faith = (self.faith_step(logits, H, z, theta_logits, target, audio) if self.faithful
                  else None)
@@ -635,7 +635,8 @@ def build_model(cfg: L2IRecipe, record: dict, classifier: Any, W: Tensor,
     try:
         bins = getattr(classifier, "map_bins", None) or probe_map_bins(classifier, W.shape[0])
         psi_cfg = cfg.psi if cfg.psi.maps else replace(cfg.psi, maps=default_maps(classifier))
-        psi = Psi(classifier.map_channels, W.shape[1], psi_cfg, map_bins=bins)
+        psi = Psi(classifier.map_channels, W.shape[1], psi_cfg, map_bins=bins,
+                  n_freq=W.shape[0])
         theta = Theta(W.shape[1], info.n_classes, cfg.theta)
     except ValueError as err:
         raise ConfigError(f"psi/theta config: {err}") from None
