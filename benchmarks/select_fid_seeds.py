@@ -47,8 +47,9 @@ MIN_FIDELITY_GAIN = 0.0125  # one validation clip of 80
 MAX_AI_LOSS = 5.0
 
 
-def run_row(name: str, folder: str) -> dict[str, Any]:
-    """One run: its fidelities (``metrics.json``) and validation faithfulness, clean and mixed."""
+def run_row(name: str, folder: str, mask: Any = None) -> dict[str, Any]:
+    """One run: its fidelities (``metrics.json``) and validation faithfulness, clean and mixed,
+    with its checkpoint's mask (``mask``: a ``MaskConfig`` to score with instead)."""
     from l2i.explain import checkpoint_mask_config
 
     m = json.loads((Path(folder) / "metrics.json").read_text())
@@ -57,7 +58,7 @@ def run_row(name: str, folder: str) -> dict[str, Any]:
                            "valid fid@1": m["valid/fid_top1"], "test fid@1": m["test/fid_top1"]}
     for contamination, prefix in (("none", ""), ("mixtures", "mix ")):
         data = valid_set(ckpt, contamination)
-        cfg = checkpoint_mask_config(data["explainer"].interpreter)
+        cfg = checkpoint_mask_config(data["explainer"].interpreter, mask)
         agg = score(data, {"recipe": cfg}, baselines=False)["recipe"]
         row.update({f"valid {prefix}{k}": round(float(agg[k]), 3) for k in METRICS})
         if prefix:  # theta against the classifier on the mixed validation clips

@@ -39,14 +39,20 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from select_fid_seeds import FLOORS, MAX_AI_LOSS, MIN_FIDELITY_GAIN, run_row, run_rule  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 MIN_REC_GAIN = 0.05
 HIGHER_IS_BETTER = {"AI": True, "AD": False, "FF": True, "Fid-In": True}
 
 
 def row(name: str, folder: str) -> dict[str, Any]:
-    """:func:`select_fid_seeds.run_row` plus psi's validation and test ``rec_rel``."""
+    """:func:`select_fid_seeds.run_row`, scored with the recipe's mask (the recipe's runs
+    were trained when it was ``sharpen 0.5``; the mask is not part of training), plus psi's
+    validation and test ``rec_rel``."""
+    from l2i.config import L2IRecipe, load_config
+
+    mask = load_config(L2IRecipe, ROOT / "recipes/esc50/l2i_conv2d.yaml").mask  # today's
     m = json.loads((Path(folder) / "metrics.json").read_text())
-    return {**run_row(name, folder), "valid rec_rel": round(m["valid/rec_rel"], 4),
+    return {**run_row(name, folder, mask), "valid rec_rel": round(m["valid/rec_rel"], 4),
             "test rec_rel": round(m["test/rec_rel"], 4)}
 
 
