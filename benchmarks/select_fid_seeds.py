@@ -92,6 +92,12 @@ def mean_row(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
             **{k: statistics.mean(r[k] for r in rows) for k in keys}}
 
 
+def floors_hold(m: dict[str, Any]) -> bool:
+    """Whether a candidate's means keep issue 14's FLOORS, clean and on mixtures."""
+    return all((m[f"valid {p}{k}"] >= v) if op == ">=" else (m[f"valid {p}{k}"] <= v)
+               for k, (op, v) in FLOORS.items() for p in ("", "mix "))
+
+
 def decide(means: dict[str, dict[str, Any]], base: str,
            runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """The rule of the docstring for each candidate against ``base`` (on the means only)."""
@@ -100,8 +106,7 @@ def decide(means: dict[str, dict[str, Any]], base: str,
     for name, m in means.items():
         if name == base:
             continue
-        floors = all((m[f"valid {p}{k}"] >= v) if op == ">=" else (m[f"valid {p}{k}"] <= v)
-                     for k, (op, v) in FLOORS.items() for p in ("", "mix "))
+        floors = floors_hold(m)
         gain = m["valid fid@1"] - b["valid fid@1"]
         ai_loss = b["valid AI"] - m["valid AI"]
         out[name] = {"fidelity_gain": round(gain, 4), "floors": floors,

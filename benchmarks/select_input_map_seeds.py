@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from select_fid_seeds import FLOORS, MAX_AI_LOSS, MIN_FIDELITY_GAIN, run_row, run_rule  # noqa: E402
+from select_fid_seeds import MAX_AI_LOSS, MIN_FIDELITY_GAIN, floors_hold, run_row, run_rule  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MIN_REC_GAIN = 0.05
@@ -64,8 +64,7 @@ def decide(means: dict[str, dict[str, Any]], base: str,
     for name, m in means.items():
         if name == base:
             continue
-        floors = all((m[f"valid {p}{k}"] >= v) if op == ">=" else (m[f"valid {p}{k}"] <= v)
-                     for k, (op, v) in FLOORS.items() for p in ("", "mix "))
+        floors = floors_hold(m)
         rec_gain = b["valid rec_rel"] - m["valid rec_rel"]
         clean_loss = b["valid fid@1"] - m["valid fid@1"]
         mix_loss = b["valid mix fid@1"] - m["valid mix fid@1"]

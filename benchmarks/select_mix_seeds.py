@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from select_fid_seeds import FLOORS, MAX_AI_LOSS, MIN_FIDELITY_GAIN, run_rule  # noqa: E402
+from select_fid_seeds import MAX_AI_LOSS, MIN_FIDELITY_GAIN, floors_hold, run_rule  # noqa: E402
 
 
 def decide(means: dict[str, dict[str, Any]], base: str,
@@ -50,8 +50,7 @@ def decide(means: dict[str, dict[str, Any]], base: str,
     for name, m in means.items():
         if name == base:
             continue
-        floors = all((m[f"valid {p}{k}"] >= v) if op == ">=" else (m[f"valid {p}{k}"] <= v)
-                     for k, (op, v) in FLOORS.items() for p in ("", "mix "))
+        floors = floors_hold(m)
         mix_gain = m["valid mix fid@1"] - b["valid mix fid@1"]
         clean_loss = b["valid fid@1"] - m["valid fid@1"]
         ai_loss = b["valid AI"] - m["valid AI"]
